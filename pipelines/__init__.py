@@ -1,0 +1,1 @@
+"""qlik-user-watch: alerts Qlik Cloud tenant admins when users join or accept invites."""

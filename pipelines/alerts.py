@@ -1,0 +1,321 @@
+"""Build the alert about a run's new and activated users, and deliver it through apprise.
+
+Delivery is at least once per channel and never twice: each alert waits as a JSON file under
+`<tenant>/alerts/pending/` with one record per channel, and moves to `alerts/sent/` when every
+channel has it. A channel that fails is retried on a later call with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import re
+import unicodedata
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+
+import apprise
+import pyarrow as pa
+from apprise.utils.parse import parse_urls
+
+from pipelines.snapshots import write_atomically
+
+logger = logging.getLogger(__name__)
+
+OUTBOX_CHANNEL = "outbox"
+MAX_TITLE_LENGTH = 120
+MAX_NAME_LENGTH = 200
+DEFAULT_MAX_LISTED = 50
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+class AlertConfigError(Exception):
+    """QLIK_ALERT_URLS contains a URL that apprise does not understand."""
+
+
+@dataclass(frozen=True)
+class Alert:
+    title: str
+    body: str
+
+
+def clean_text(value: str | None, max_length: int = MAX_NAME_LENGTH) -> str:
+    """Make a name or email from the tenant safe for a one-line, plain-text field.
+
+    Control characters, CR and LF become spaces so they cannot add mail headers or lines, and
+    text longer than `max_length` is cut with an ellipsis. HTML stays literal text because alerts
+    are always sent as plain text.
+    """
+    if value is None:
+        return ""
+    text = _CONTROL.sub(" ", unicodedata.normalize("NFC", str(value))).strip()
+    if len(text) > max_length:
+        text = text[: max_length - 1].rstrip() + "…"
+    return text
+
+
+def _count(number: int, word: str) -> str:
+    return f"{number} {word}" if number == 1 else f"{number} {word}s"
+
+
+def build_alert(
+    tenant: str,
+    new_users: pa.Table,
+    activated_users: pa.Table,
+    *,
+    changes_dir: Path | None = None,
+    max_listed: int = DEFAULT_MAX_LISTED,
+) -> Alert:
+    """Build the title and plain-text body of the alert for one comparison."""
+    parts = []
+    if new_users.num_rows:
+        parts.append(_count(new_users.num_rows, "new user"))
+    if activated_users.num_rows:
+        parts.append(_count(activated_users.num_rows, "activated user"))
+    title = clean_text(f"{' and '.join(parts)} in {tenant}", MAX_TITLE_LENGTH)
+
+    sections = [f"Qlik Cloud tenant: {tenant}"]
+    if new_users.num_rows:
+        sections.append(
+            _user_section(f"New users ({new_users.num_rows})", new_users, max_listed, True)
+        )
+    if activated_users.num_rows:
+        sections.append(
+            _user_section(
+                f"Activated users, invite accepted ({activated_users.num_rows})",
+                activated_users,
+                max_listed,
+                False,
+            )
+        )
+    if changes_dir is not None:
+        sections.append(f"Full lists: {changes_dir}")
+
+    return Alert(title=title, body="\n\n".join(sections) + "\n")
+
+
+def _user_section(heading: str, users: pa.Table, max_listed: int, show_status: bool) -> str:
+    lines = [heading + ":"]
+    shown = users.slice(0, max_listed).select(["name", "email", "status"]).to_pylist()
+    for user in shown:
+        name = clean_text(user["name"]) or "(no name)"
+        email = clean_text(user["email"])
+        line = f"- {name} <{email}>" if email else f"- {name} (no email)"
+        if show_status and user["status"] and user["status"] != "active":
+            line += f" [{clean_text(user['status'], 20)}]"
+        lines.append(line)
+    if users.num_rows > len(shown):
+        lines.append(f"- ... and {users.num_rows - len(shown)} more")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class AlertChannel:
+    """One apprise URL. `label` and `id` are safe to log: neither contains the URL's secrets."""
+
+    url: str
+    id: str
+    label: str
+
+    @classmethod
+    def from_url(cls, url: str) -> AlertChannel:
+        plugin = apprise.Apprise.instantiate(url)
+        scheme = url.split("://", 1)[0] if "://" in url else url[:10]
+        if plugin is None:
+            raise AlertConfigError(
+                f"QLIK_ALERT_URLS has an entry starting with {scheme!r}:// that apprise cannot "
+                "use; check its spelling against the apprise URL formats "
+                "(mailto://, slack://, msteams://, json://, ...)"
+            )
+        return cls(url=url, id=_channel_id(url), label=_channel_label(plugin))
+
+
+def parse_alert_channels(text: str | None) -> list[AlertChannel]:
+    """Split QLIK_ALERT_URLS on whitespace and commas (commas inside a URL's query stay)."""
+    if text is None or not text.strip():
+        return []
+    channels = {}
+    for url in parse_urls(text):
+        channel = AlertChannel.from_url(url)
+        channels[channel.id] = channel
+    return list(channels.values())
+
+
+def _channel_id(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def _channel_label(plugin) -> str:
+    """The scheme and host of the URL as apprise masks it, without user, path or query."""
+    private = plugin.url(privacy=True)
+    scheme, _, rest = private.partition("://")
+    netloc = rest.split("/", 1)[0].split("?", 1)[0]
+    return f"{scheme}://{netloc.rsplit('@', 1)[-1]}"
+
+
+def redact(text: str, url: str) -> str:
+    """Remove from `text` every part of `url` that may be a secret: credentials, path, query."""
+    parsed = urllib.parse.urlsplit(url)
+    secrets = {parsed.username, parsed.password, parsed.path, parsed.query}
+    secrets.update(parsed.path.split("/"))
+    for _, value in urllib.parse.parse_qsl(parsed.query):
+        secrets.add(value)
+    for secret in sorted((s for s in secrets if s and len(s) >= 4), key=len, reverse=True):
+        text = text.replace(secret, "****")
+        text = text.replace(urllib.parse.unquote(secret), "****")
+    return text
+
+
+@dataclass
+class DeliveryResult:
+    run_id: str
+    channel: str
+    delivered: bool
+    detail: str
+
+
+class AlertQueue:
+    """The alerts of one tenant that are waiting for delivery, and the ones delivered."""
+
+    def __init__(self, alerts_dir: Path, *, backoff_seconds: float = 30.0,
+                 max_backoff_seconds: float = 3600.0):
+        self.alerts_dir = alerts_dir
+        self.backoff_seconds = backoff_seconds
+        self.max_backoff_seconds = max_backoff_seconds
+
+    @property
+    def pending_dir(self) -> Path:
+        return self.alerts_dir / "pending"
+
+    @property
+    def sent_dir(self) -> Path:
+        return self.alerts_dir / "sent"
+
+    @property
+    def outbox(self) -> Path:
+        return self.alerts_dir / "outbox.txt"
+
+    def enqueue(self, run_id: str, alert: Alert) -> bool:
+        """Store the alert of `run_id` unless it is already waiting or delivered."""
+        _check_run_id(run_id)
+        if (self.pending_dir / f"{run_id}.json").exists() or (
+            self.sent_dir / f"{run_id}.json"
+        ).exists():
+            return False
+        record = {
+            "run_id": run_id,
+            "title": alert.title,
+            "body": alert.body,
+            "created_at": _now().isoformat(),
+            "channels": {},
+        }
+        write_atomically(self.pending_dir / f"{run_id}.json", _dump(record))
+        return True
+
+    def pending(self) -> list[Path]:
+        if not self.pending_dir.is_dir():
+            return []
+        return sorted(self.pending_dir.glob("*.json"), key=lambda path: path.stat().st_mtime)
+
+    def deliver_pending(self, channels: list[AlertChannel]) -> list[DeliveryResult]:
+        """Try every waiting alert on every channel that does not have it yet and is due."""
+        results = []
+        for path in self.pending():
+            record = json.loads(path.read_text())
+            results.extend(self._deliver_record(path, record, channels))
+        return results
+
+    def _deliver_record(self, path: Path, record: dict, channels: list[AlertChannel]):
+        targets = channels or [None]
+        results = []
+        for channel in targets:
+            channel_id = channel.id if channel else OUTBOX_CHANNEL
+            label = channel.label if channel else str(self.outbox)
+            state = record["channels"].setdefault(
+                channel_id, {"label": label, "delivered_at": None, "failures": 0, "log": []}
+            )
+            if state["delivered_at"] or not self._is_due(state):
+                continue
+
+            alert = Alert(title=record["title"], body=record["body"])
+            if channel is None:
+                delivered, detail = self._append_to_outbox(record["run_id"], alert)
+            else:
+                delivered, detail = _notify(channel, alert)
+
+            now = _now().isoformat()
+            state["log"].append({"at": now, "delivered": delivered, "detail": detail})
+            state["log"] = state["log"][-20:]
+            if delivered:
+                state["delivered_at"] = now
+            else:
+                state["failures"] += 1
+                state["next_attempt_at"] = self._next_attempt(state["failures"]).isoformat()
+            # NOTE: the record is saved after each channel, so a crash later in this loop never
+            # makes a channel that already has the alert receive it again.
+            write_atomically(path, _dump(record))
+            results.append(DeliveryResult(record["run_id"], label, delivered, detail))
+
+        if all(record["channels"].get(c.id if c else OUTBOX_CHANNEL, {}).get("delivered_at")
+               for c in targets):
+            self.sent_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path.replace(self.sent_dir / path.name)
+        return results
+
+    def _is_due(self, state: dict) -> bool:
+        due = state.get("next_attempt_at")
+        return due is None or dt.datetime.fromisoformat(due) <= _now()
+
+    def _next_attempt(self, failures: int) -> dt.datetime:
+        delay = min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (failures - 1))
+        return _now() + dt.timedelta(seconds=delay)
+
+    def _append_to_outbox(self, run_id: str, alert: Alert) -> tuple[bool, str]:
+        self.outbox.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        entry = f"=== {_now().isoformat()} run {run_id}\n{alert.title}\n\n{alert.body}\n"
+        with open(self.outbox, "a", encoding="utf-8") as file:
+            file.write(entry)
+        return True, f"appended to {self.outbox}"
+
+
+def _notify(channel: AlertChannel, alert: Alert) -> tuple[bool, str]:
+    messages = []
+
+    def keep_log(entry, _plugin=None):
+        message = getattr(entry, "message", None) or str(entry)
+        messages.append(message)
+
+    notifier = apprise.Apprise()
+    notifier.add(channel.url)
+    try:
+        result = notifier.notify(
+            body=alert.body,
+            title=alert.title,
+            body_format=apprise.NotifyFormat.TEXT,
+            log_callback=keep_log,
+            log_level=logging.WARNING,
+        )
+    except Exception as error:  # noqa: BLE001 - a plugin bug must not stop the other channels
+        return False, redact(f"{type(error).__name__}: {error}", channel.url)[:500]
+
+    if bool(result):
+        return True, "delivered"
+    detail = "; ".join(messages[-3:]) or "apprise reported a failed delivery"
+    return False, redact(detail, channel.url)[:500]
+
+
+def _check_run_id(run_id: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", run_id):
+        raise ValueError(f"Run id {run_id!r} is not a plain identifier")
+
+
+def _dump(record: dict) -> bytes:
+    return json.dumps(record, indent=2, ensure_ascii=False).encode()
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)

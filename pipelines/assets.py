@@ -1,0 +1,252 @@
+"""The users table of the tenant and the changes since the last comparison."""
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetRecordsFilter,
+    AssetSpec,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    TableColumn,
+    TableSchema,
+    asset,
+    multi_asset,
+)
+
+from pipelines.alerts import AlertConfigError
+from pipelines.diff import find_activated_users, find_new_users
+from pipelines.qlik import QlikError
+from pipelines.resources import QlikResource, UserStoreResource
+from pipelines.snapshots import (
+    COLUMN_DESCRIPTIONS,
+    SNAPSHOT_SCHEMA,
+    SnapshotError,
+    SnapshotWriter,
+    TenantStore,
+    read_snapshot,
+    write_atomically,
+)
+
+GROUP = "qlik_user_watch"
+KINDS = {"qlik", "parquet"}
+PREVIEW_ROWS = 20
+PROGRESS_EVERY_PAGES = 10
+
+COLUMN_SCHEMA = TableSchema(
+    columns=[
+        TableColumn(field.name, str(field.type), description=COLUMN_DESCRIPTIONS[field.name])
+        for field in SNAPSHOT_SCHEMA
+    ]
+)
+
+
+def _fail(error: Exception) -> Failure:
+    return Failure(description=str(error), allow_retries=False)
+
+
+@asset(
+    group_name=GROUP,
+    kinds=KINDS,
+    description=(
+        "Every user of the Qlik Cloud tenant, as listed by GET /api/v1/users: one row per user "
+        "with id, name, email, status (active, invited, ...) and creation time. Each "
+        "materialization writes a new immutable Parquet snapshot."
+    ),
+)
+def qlik_users(
+    context: AssetExecutionContext, qlik: QlikResource, user_store: UserStoreResource
+) -> MaterializeResult:
+    try:
+        store = user_store.for_tenant(qlik.tenant())
+        store.ensure()
+        snapshot = _extract_snapshot(context, qlik, store)
+    except (QlikError, SnapshotError) as error:
+        raise _fail(error) from None
+
+    path, pages, retries, total_results, statuses = snapshot
+    row_count = sum(statuses.values())
+    context.log.info(f"Wrote {row_count} users from {pages} pages to {path}")
+
+    metadata = {
+        "path": MetadataValue.path(str(path)),
+        "tenant": store.tenant,
+        "dagster/row_count": row_count,
+        "pages": pages,
+        "retries": retries,
+        "dagster/column_schema": COLUMN_SCHEMA,
+    }
+    if total_results is not None:
+        metadata["total_results"] = total_results
+    for status in ("active", "invited", "disabled", "deleted", "provisioned"):
+        metadata[f"users_{status}"] = statuses.get(status, 0)
+    return MaterializeResult(metadata=metadata)
+
+
+def _extract_snapshot(context, qlik: QlikResource, store: TenantStore):
+    writer = SnapshotWriter(store.new_snapshot_path())
+    statuses: Counter[str] = Counter()
+    pages = retries = 0
+    total_results = None
+
+    try:
+        with qlik.get_client() as client:
+            for page in client.iter_pages():
+                writer.write_page(page.users, page.number)
+                pages += 1
+                retries += page.attempts - 1
+                total_results = page.total_results
+                statuses.update(str(user.get("status") or "unknown").lower()
+                                for user in page.users)
+                if pages % PROGRESS_EVERY_PAGES == 0:
+                    context.log.info(f"Fetched {pages} pages, {writer.row_count} users so far")
+        path = writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+
+    return path, pages, retries, total_results, statuses
+
+
+@multi_asset(
+    specs=[
+        AssetSpec(
+            "new_users",
+            deps=["qlik_users"],
+            group_name=GROUP,
+            kinds=KINDS,
+            description=(
+                "Users who joined the tenant since the last comparison: users of the newest "
+                "qlik_users snapshot whose id is not in the baseline snapshot. Invited users "
+                "count as new when they are first listed."
+            ),
+        ),
+        AssetSpec(
+            "activated_users",
+            deps=["qlik_users"],
+            group_name=GROUP,
+            kinds=KINDS,
+            description=(
+                "Users who accepted their invite since the last comparison: status was "
+                "'invited' in the baseline snapshot and is 'active' in the newest one."
+            ),
+        ),
+    ],
+    name="user_changes",
+)
+def user_changes(
+    context: AssetExecutionContext, user_store: UserStoreResource
+) -> Iterator[MaterializeResult]:
+    """Compare the newest snapshot with the baseline, then make the newest the baseline."""
+    run_id = context.run.run_id
+    try:
+        snapshot_path, tenant = _current_snapshot(context)
+        store = user_store.for_tenant(tenant)
+        current = read_snapshot(snapshot_path)
+        baseline = store.read_baseline()
+
+        if baseline is None:
+            empty = current.schema.empty_table()
+            new_users, activated_users = empty, empty
+            baseline_note = "First comparison: this snapshot becomes the baseline, no alert."
+            context.log.info(f"No baseline yet for {tenant}; {snapshot_path.name} becomes it")
+        else:
+            previous = read_snapshot(baseline.snapshot)
+            new_users = find_new_users(current, previous)
+            activated_users = find_activated_users(current, previous)
+            baseline_note = f"Compared with {baseline.snapshot.name}"
+            context.log.info(
+                f"{new_users.num_rows} new and {activated_users.num_rows} activated users in "
+                f"{tenant} since {baseline.snapshot.name}"
+            )
+
+        changes_dir = store.changes_dir(run_id)
+        new_path = _write_table(changes_dir / "new_users.parquet", new_users)
+        activated_path = _write_table(changes_dir / "activated_users.parquet", activated_users)
+    except (SnapshotError, QlikError, AlertConfigError) as error:
+        raise _fail(error) from None
+
+    common = {
+        "tenant": tenant,
+        "snapshot": MetadataValue.path(str(snapshot_path)),
+        "baseline": MetadataValue.path(str(baseline.snapshot)) if baseline else "none",
+        "comparison": baseline_note,
+        "dagster/column_schema": COLUMN_SCHEMA,
+    }
+    yield MaterializeResult(
+        asset_key="new_users",
+        metadata={
+            **common,
+            "path": MetadataValue.path(str(new_path)),
+            "dagster/row_count": new_users.num_rows,
+            "preview": MetadataValue.md(preview_markdown(new_users)),
+        },
+    )
+    # NOTE: the alert sensor reads activated_users events and expects new_users.parquet beside
+    # this path, so keep both files in one folder and this event second.
+    yield MaterializeResult(
+        asset_key="activated_users",
+        metadata={
+            **common,
+            "path": MetadataValue.path(str(activated_path)),
+            "dagster/row_count": activated_users.num_rows,
+            "new_users_count": new_users.num_rows,
+            "preview": MetadataValue.md(preview_markdown(activated_users)),
+        },
+    )
+
+    # The baseline moves only once both results are recorded: a crash before this line makes
+    # the next run report these changes again rather than lose them.
+    store.write_baseline(snapshot_path, run_id)
+
+
+def _current_snapshot(context: AssetExecutionContext) -> tuple[Path, str]:
+    """The snapshot written by this run's qlik_users, or else the newest one recorded."""
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey("qlik_users")), limit=20, ascending=False
+    ).records
+    if not records:
+        raise SnapshotError(
+            "qlik_users has never been materialized, so there is no snapshot to compare; "
+            "materialize qlik_users first (or all three assets together)"
+        )
+    same_run = [record for record in records if record.run_id == context.run.run_id]
+    record = (same_run or records)[0]
+    metadata = record.asset_materialization.metadata
+    return Path(metadata["path"].value), str(metadata["tenant"].value)
+
+
+def _write_table(path: Path, table: pa.Table) -> Path:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    write_atomically(path, sink.getvalue().to_pybytes())
+    return path
+
+
+def preview_markdown(users: pa.Table, max_rows: int = PREVIEW_ROWS) -> str:
+    """A markdown table of the first users (name, email, status, created), shown literally."""
+    if users.num_rows == 0:
+        return "No users."
+    lines = ["| name | email | status | created (UTC) |", "|---|---|---|---|"]
+    for user in users.slice(0, max_rows).to_pylist():
+        created = user["created_at"].strftime("%Y-%m-%d %H:%M") if user["created_at"] else ""
+        cells = [user["name"], user["email"], user["status"], created]
+        lines.append("| " + " | ".join(_markdown_cell(cell) for cell in cells) + " |")
+    if users.num_rows > max_rows:
+        lines.append(f"\n{users.num_rows - max_rows} more rows in the Parquet file.")
+    return "\n".join(lines)
+
+
+def _markdown_cell(value) -> str:
+    if value is None:
+        return ""
+    text = " ".join(str(value).split())
+    for character in "\\|`*_[]<>#":
+        text = text.replace(character, "\\" + character)
+    return text[:120]

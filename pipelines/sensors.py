@@ -1,0 +1,128 @@
+"""The sensor that turns each comparison with changes into one alert per channel."""
+
+import json
+import os
+from pathlib import Path
+
+from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    DefaultSensorStatus,
+    SensorEvaluationContext,
+    SkipReason,
+    sensor,
+)
+
+from pipelines.alerts import build_alert
+from pipelines.resources import AlertResource, UserStoreResource
+from pipelines.snapshots import read_snapshot
+
+INTERVAL_VARIABLE = "QLIK_ALERT_SENSOR_INTERVAL_SECONDS"
+DEFAULT_INTERVAL_SECONDS = 30
+RECORDS_PER_TICK = 100
+
+
+class AlertDeliveryError(Exception):
+    """At least one channel could not take an alert; it is retried on a later tick."""
+
+
+def sensor_interval_seconds() -> int:
+    """QLIK_ALERT_SENSOR_INTERVAL_SECONDS, read when the definitions load."""
+    text = os.environ.get(INTERVAL_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_INTERVAL_SECONDS
+    try:
+        seconds = int(text)
+    except ValueError:
+        seconds = 0
+    if seconds < 1:
+        raise ValueError(
+            f"{INTERVAL_VARIABLE}={text!r} is not a positive whole number of seconds; "
+            f"set it to e.g. {DEFAULT_INTERVAL_SECONDS} or remove it"
+        )
+    return seconds
+
+
+def enqueue_alerts(
+    context: SensorEvaluationContext, user_store: UserStoreResource, alerts: AlertResource
+) -> tuple[int, int]:
+    """Queue an alert for every comparison with changes since the cursor; return counts."""
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    result = context.instance.fetch_materializations(
+        AssetRecordsFilter(
+            asset_key=AssetKey("activated_users"), after_storage_id=cursor.get("storage_id")
+        ),
+        limit=RECORDS_PER_TICK,
+        ascending=True,
+    )
+
+    seen = queued = 0
+    for record in result.records:
+        seen += 1
+        metadata = record.asset_materialization.metadata
+        activated_count = metadata["dagster/row_count"].value
+        new_count = metadata["new_users_count"].value
+        if new_count or activated_count:
+            store = user_store.for_tenant(str(metadata["tenant"].value))
+            changes_dir = Path(metadata["path"].value).parent
+            alert = build_alert(
+                store.tenant,
+                read_snapshot(changes_dir / "new_users.parquet"),
+                read_snapshot(changes_dir / "activated_users.parquet"),
+                changes_dir=changes_dir,
+                max_listed=alerts.max_listed_users,
+            )
+            if alerts.queue(store).enqueue(record.run_id, alert):
+                queued += 1
+                context.log.info(f"Queued alert for run {record.run_id}: {alert.title}")
+        cursor["storage_id"] = record.storage_id
+
+    context.update_cursor(json.dumps(cursor))
+    return seen, queued
+
+
+@sensor(
+    name="user_alert_sensor",
+    minimum_interval_seconds=sensor_interval_seconds(),
+    default_status=DefaultSensorStatus.RUNNING,
+    description=(
+        "Sends one alert per run that found new or activated users, to every URL in "
+        "QLIK_ALERT_URLS (or to the outbox file in the data dir). A channel that fails is "
+        "retried on later ticks until it takes the alert; the tick shows the failure."
+    ),
+)
+def user_alert_sensor(
+    context: SensorEvaluationContext, user_store: UserStoreResource, alerts: AlertResource
+):
+    channels = alerts.channels()
+    seen, queued = enqueue_alerts(context, user_store, alerts)
+
+    delivered, failed = [], []
+    for store in user_store.tenants():
+        for result in alerts.queue(store).deliver_pending(channels):
+            if result.delivered:
+                delivered.append(result)
+                context.log.info(
+                    f"Delivered alert of run {result.run_id} to {result.channel}"
+                )
+            else:
+                failed.append(result)
+                context.log.warning(
+                    f"Could not deliver alert of run {result.run_id} to {result.channel}: "
+                    f"{result.detail}; retrying on a later tick"
+                )
+
+    if failed:
+        details = "; ".join(f"{r.channel} (run {r.run_id}): {r.detail}" for r in failed[:5])
+        raise AlertDeliveryError(
+            f"{len(failed)} alert deliveries failed and will be retried: {details}"
+        )
+    if not channels and delivered:
+        outboxes = sorted({r.channel for r in delivered})
+        return SkipReason(
+            f"QLIK_ALERT_URLS is not set, so {len(delivered)} alerts were appended to "
+            f"{', '.join(outboxes)}"
+        )
+    return SkipReason(
+        f"Checked {seen} new comparisons, queued {queued} alerts, delivered {len(delivered)}"
+    )

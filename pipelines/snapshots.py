@@ -1,0 +1,294 @@
+"""Parquet snapshots of a tenant's users, and the folder that holds one tenant's state.
+
+Layout under the data dir, one folder per tenant so that many tenants can share a data dir:
+
+    <data dir>/<tenant key>/snapshots/users-20261204T170000123456Z.parquet   one per extract
+    <data dir>/<tenant key>/baseline.json     the snapshot the last comparison used as current
+    <data dir>/<tenant key>/changes/<run id>/new_users.parquet, activated_users.parquet
+    <data dir>/<tenant key>/alerts/...         alert delivery state and the outbox
+
+A snapshot is written under a temporary name and renamed when complete, so a file named
+`users-*.parquet` is always a whole extract.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+logger = logging.getLogger(__name__)
+
+SNAPSHOT_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("subject", pa.string()),
+        pa.field("name", pa.string()),
+        pa.field("email", pa.string()),
+        pa.field("status", pa.string()),
+        pa.field("created_at", pa.timestamp("ms", tz="UTC")),
+        pa.field("last_updated_at", pa.timestamp("ms", tz="UTC")),
+        pa.field("invite_expires_at", pa.timestamp("s", tz="UTC")),
+        pa.field("roles", pa.list_(pa.string())),
+    ]
+)
+
+COLUMN_DESCRIPTIONS = {
+    "id": "Qlik user id, an opaque case-sensitive string",
+    "subject": "Identity provider subject of the user",
+    "name": "Display name, as the user or the identity provider set it",
+    "email": "Email address, when the tenant has one",
+    "status": "active, invited, disabled, deleted or provisioned",
+    "created_at": "When the user was created in the tenant (UTC)",
+    "last_updated_at": "When the user record last changed (UTC)",
+    "invite_expires_at": "When a pending invite expires (UTC), for invited users",
+    "roles": "Names of the roles assigned to the user",
+}
+
+_TIMESTAMP_FIELDS = {"created_at": "createdAt", "last_updated_at": "lastUpdatedAt"}
+
+
+class SnapshotError(Exception):
+    """A snapshot or a tenant's state file is missing, unreadable or inconsistent."""
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder, then rename it."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def users_to_batch(users: list[dict]) -> pa.RecordBatch:
+    """Convert one page of API users to a record batch of `SNAPSHOT_SCHEMA`."""
+    columns = {
+        "id": [str(user["id"]) for user in users],
+        "subject": [_as_text(user.get("subject")) for user in users],
+        "name": [_as_text(user.get("name")) for user in users],
+        "email": [_as_text(user.get("email")) for user in users],
+        "status": [_as_text(user.get("status")) for user in users],
+    }
+    arrays = [pa.array(columns[name], pa.string()) for name in columns]
+
+    for field, source in _TIMESTAMP_FIELDS.items():
+        arrays.append(_parse_timestamps([user.get(source) for user in users], field))
+    arrays.append(_parse_unix_seconds([user.get("inviteExpiry") for user in users]))
+    arrays.append(pa.array([_role_names(user.get("assignedRoles")) for user in users],
+                           pa.list_(pa.string())))
+
+    return pa.RecordBatch.from_arrays(arrays, schema=SNAPSHOT_SCHEMA)
+
+
+class SnapshotWriter:
+    """Write one snapshot page by page, keeping only Arrow batches in memory.
+
+    Raises `SnapshotError` on an id seen twice, since that means the listing shifted or a page
+    was repeated and the extract cannot be trusted. Nothing appears under the final name unless
+    `commit()` is reached.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.row_count = 0
+        self._ids: dict[str, int] = {}
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                             suffix=".tmp")
+        os.close(handle)
+        self._temporary = Path(temporary)
+        self._writer = pq.ParquetWriter(self._temporary, SNAPSHOT_SCHEMA, compression="zstd")
+
+    def write_page(self, users: list[dict], page: int) -> None:
+        for user in users:
+            user_id = str(user["id"])
+            if user_id in self._ids:
+                raise SnapshotError(
+                    f"User id {user_id!r} appears twice (pages {self._ids[user_id]} and {page}); "
+                    "the tenant repeated users while paging, so this extract is discarded. "
+                    "Run again"
+                )
+            self._ids[user_id] = page
+        if users:
+            batch = users_to_batch(users)
+            self._writer.write_batch(batch)
+            self.row_count += batch.num_rows
+
+    def commit(self) -> Path:
+        self._writer.close()
+        with open(self._temporary, "rb") as file:
+            os.fsync(file.fileno())
+        os.replace(self._temporary, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        try:
+            self._writer.close()
+        finally:
+            self._temporary.unlink(missing_ok=True)
+
+
+def read_snapshot(path: Path) -> pa.Table:
+    """Read a snapshot, checking it has the columns the comparison needs."""
+    try:
+        table = pq.read_table(path)
+    except FileNotFoundError:
+        raise SnapshotError(
+            f"Snapshot {path} does not exist; it was deleted or moved. Materialize qlik_users "
+            "again to take a new one"
+        ) from None
+    except (pa.ArrowInvalid, OSError) as error:
+        raise SnapshotError(
+            f"Snapshot {path} is not a readable Parquet file ({error}); delete it and "
+            "materialize qlik_users again"
+        ) from None
+
+    missing = [name for name in ("id", "status") if name not in table.column_names]
+    if missing:
+        raise SnapshotError(
+            f"Snapshot {path} has no {', '.join(repr(m) for m in missing)} column (found: "
+            f"{', '.join(table.column_names)}); it was written by another schema, so delete it "
+            "and materialize qlik_users again"
+        )
+    return table
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The snapshot that the last successful comparison used as its current snapshot."""
+
+    snapshot: Path
+    run_id: str
+    updated_at: str
+
+
+class TenantStore:
+    """The folder of one tenant under the data dir, and the files in it."""
+
+    def __init__(self, data_dir: Path | str, tenant: str):
+        self.data_dir = Path(data_dir)
+        self.tenant = tenant
+        self.root = self.data_dir / tenant
+
+    def ensure(self) -> None:
+        """Create the tenant's folder, readable by its owner only, since it holds personal data."""
+        for folder in (self.data_dir, self.root):
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.root / "snapshots"
+
+    @property
+    def baseline_file(self) -> Path:
+        return self.root / "baseline.json"
+
+    @property
+    def alerts_dir(self) -> Path:
+        return self.root / "alerts"
+
+    def new_snapshot_path(self, now: dt.datetime | None = None) -> Path:
+        now = now or dt.datetime.now(dt.timezone.utc)
+        return self.snapshots_dir / f"users-{now.strftime('%Y%m%dT%H%M%S%fZ')}.parquet"
+
+    def changes_dir(self, run_id: str) -> Path:
+        return self.root / "changes" / run_id
+
+    def snapshots(self) -> list[Path]:
+        """Complete snapshots, oldest first."""
+        if not self.snapshots_dir.is_dir():
+            return []
+        return sorted(self.snapshots_dir.glob("users-*.parquet"))
+
+    def read_baseline(self) -> Baseline | None:
+        if not self.baseline_file.exists():
+            return None
+        try:
+            state = json.loads(self.baseline_file.read_text())
+            return Baseline(
+                snapshot=self.root / state["snapshot"],
+                run_id=state["run_id"],
+                updated_at=state["updated_at"],
+            )
+        except (ValueError, KeyError, TypeError) as error:
+            raise SnapshotError(
+                f"{self.baseline_file} is not a valid baseline record ({error}); restore it from "
+                "a backup, or delete it to make the next run set a new baseline without alerts"
+            ) from None
+
+    def write_baseline(self, snapshot: Path, run_id: str) -> Baseline:
+        baseline = Baseline(
+            snapshot=snapshot,
+            run_id=run_id,
+            updated_at=dt.datetime.now(dt.timezone.utc).isoformat(),
+        )
+        record = {
+            "snapshot": str(snapshot.relative_to(self.root)),
+            "run_id": run_id,
+            "updated_at": baseline.updated_at,
+        }
+        write_atomically(self.baseline_file, json.dumps(record, indent=2).encode())
+        return baseline
+
+
+def _as_text(value) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def _role_names(roles) -> list[str] | None:
+    if not isinstance(roles, list):
+        return None
+    names = []
+    for role in roles:
+        if isinstance(role, dict) and role.get("name"):
+            names.append(str(role["name"]))
+    return names
+
+
+def _parse_timestamps(values: list, field: str) -> pa.Array:
+    texts = pa.array([_as_text(value) for value in values], pa.string())
+    try:
+        return texts.cast(pa.timestamp("ms", tz="UTC"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+
+    # One bad value makes the vectorized cast fail: parse one by one, keeping the good ones.
+    parsed = []
+    for value in values:
+        try:
+            parsed.append(dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")))
+        except (TypeError, ValueError):
+            if value not in (None, ""):
+                logger.warning("Ignoring invalid %s timestamp %r", field, str(value)[:64])
+            parsed.append(None)
+    return pa.array(
+        [value.astimezone(dt.timezone.utc) if value and value.tzinfo else value
+         for value in parsed],
+        pa.timestamp("ms", tz="UTC"),
+    )
+
+
+def _parse_unix_seconds(values: list) -> pa.Array:
+    seconds = []
+    for value in values:
+        try:
+            seconds.append(int(value) if value is not None else None)
+        except (TypeError, ValueError):
+            seconds.append(None)
+    return pa.array(seconds, pa.int64()).cast(pa.timestamp("s", tz="UTC"))
