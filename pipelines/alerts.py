@@ -181,8 +181,13 @@ class DeliveryResult:
 class AlertQueue:
     """The alerts of one tenant that are waiting for delivery, and the ones delivered."""
 
-    def __init__(self, alerts_dir: Path, *, backoff_seconds: float = 30.0,
-                 max_backoff_seconds: float = 3600.0):
+    def __init__(
+        self,
+        alerts_dir: Path,
+        *,
+        backoff_seconds: float = 30.0,
+        max_backoff_seconds: float = 3600.0,
+    ):
         self.alerts_dir = alerts_dir
         self.backoff_seconds = backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
@@ -260,8 +265,10 @@ class AlertQueue:
             write_atomically(path, _dump(record))
             results.append(DeliveryResult(record["run_id"], label, delivered, detail))
 
-        if all(record["channels"].get(c.id if c else OUTBOX_CHANNEL, {}).get("delivered_at")
-               for c in targets):
+        if all(
+            record["channels"].get(c.id if c else OUTBOX_CHANNEL, {}).get("delivered_at")
+            for c in targets
+        ):
             self.sent_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             path.replace(self.sent_dir / path.name)
         return results

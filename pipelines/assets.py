@@ -7,6 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster import (
+    AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
     AssetRecordsFilter,
@@ -21,7 +22,8 @@ from dagster import (
 )
 
 from pipelines.alerts import AlertConfigError
-from pipelines.diff import find_activated_users, find_new_users
+from pipelines.checks import ExtractConfig, check_complete_listing, check_no_large_drop
+from pipelines.diff import compare_with_baseline
 from pipelines.qlik import QlikError
 from pipelines.resources import QlikResource, UserStoreResource
 from pipelines.snapshots import (
@@ -30,7 +32,6 @@ from pipelines.snapshots import (
     SnapshotError,
     SnapshotWriter,
     TenantStore,
-    read_snapshot,
     write_atomically,
 )
 
@@ -59,11 +60,35 @@ def _fail(error: Exception) -> Failure:
         "with id, name, email, status (active, invited, ...) and creation time. Each "
         "materialization writes a new immutable Parquet snapshot."
     ),
+    check_specs=[
+        AssetCheckSpec(
+            "complete_listing",
+            asset="qlik_users",
+            blocking=True,
+            description=(
+                "The snapshot has as many users as the tenant's totalResults. A shorter list "
+                "stops the run, so that missing users are never reported as new later."
+            ),
+        ),
+        AssetCheckSpec(
+            "no_large_drop",
+            asset="qlik_users",
+            blocking=True,
+            description=(
+                "At most max_drop_share (20% by default) of the baseline's users are gone. A "
+                "larger drop stops the run unless it is launched with allow_large_drop: true."
+            ),
+        ),
+    ],
 )
 def qlik_users(
-    context: AssetExecutionContext, qlik: QlikResource, user_store: UserStoreResource
+    context: AssetExecutionContext,
+    config: ExtractConfig,
+    qlik: QlikResource,
+    user_store: UserStoreResource,
 ) -> MaterializeResult:
     try:
+        tenant_url = qlik.resolved_tenant_url()
         store = user_store.for_tenant(qlik.tenant())
         store.ensure()
         snapshot = _extract_snapshot(context, qlik, store)
@@ -77,6 +102,7 @@ def qlik_users(
     metadata = {
         "path": MetadataValue.path(str(path)),
         "tenant": store.tenant,
+        "tenant_url": MetadataValue.url(str(tenant_url).rstrip("/")),
         "dagster/row_count": row_count,
         "pages": pages,
         "retries": retries,
@@ -86,7 +112,13 @@ def qlik_users(
         metadata["total_results"] = total_results
     for status in ("active", "invited", "disabled", "deleted", "provisioned"):
         metadata[f"users_{status}"] = statuses.get(status, 0)
-    return MaterializeResult(metadata=metadata)
+
+    checks = [
+        check_complete_listing(row_count, total_results),
+        check_no_large_drop(row_count, store, config),
+    ]
+    metadata["checks_passed"] = all(check.passed for check in checks)
+    return MaterializeResult(metadata=metadata, check_results=checks)
 
 
 def _extract_snapshot(context, qlik: QlikResource, store: TenantStore):
@@ -102,8 +134,7 @@ def _extract_snapshot(context, qlik: QlikResource, store: TenantStore):
                 pages += 1
                 retries += page.attempts - 1
                 total_results = page.total_results
-                statuses.update(str(user.get("status") or "unknown").lower()
-                                for user in page.users)
+                statuses.update(str(user.get("status") or "unknown").lower() for user in page.users)
                 if pages % PROGRESS_EVERY_PAGES == 0:
                     context.log.info(f"Fetched {pages} pages, {writer.row_count} users so far")
         path = writer.commit()
@@ -146,80 +177,93 @@ def user_changes(
     """Compare the newest snapshot with the baseline, then make the newest the baseline."""
     run_id = context.run.run_id
     try:
-        snapshot_path, tenant = _current_snapshot(context)
+        snapshot_path, tenant, tenant_url = _current_snapshot(context)
         store = user_store.for_tenant(tenant)
-        current = read_snapshot(snapshot_path)
-        baseline = store.read_baseline()
-
-        if baseline is None:
-            empty = current.schema.empty_table()
-            new_users, activated_users = empty, empty
-            baseline_note = "First comparison: this snapshot becomes the baseline, no alert."
-            context.log.info(f"No baseline yet for {tenant}; {snapshot_path.name} becomes it")
-        else:
-            previous = read_snapshot(baseline.snapshot)
-            new_users = find_new_users(current, previous)
-            activated_users = find_activated_users(current, previous)
-            baseline_note = f"Compared with {baseline.snapshot.name}"
-            context.log.info(
-                f"{new_users.num_rows} new and {activated_users.num_rows} activated users in "
-                f"{tenant} since {baseline.snapshot.name}"
-            )
-
-        changes_dir = store.changes_dir(run_id)
-        new_path = _write_table(changes_dir / "new_users.parquet", new_users)
-        activated_path = _write_table(changes_dir / "activated_users.parquet", activated_users)
-    except (SnapshotError, QlikError, AlertConfigError) as error:
+    except (SnapshotError, QlikError) as error:
         raise _fail(error) from None
 
-    common = {
-        "tenant": tenant,
-        "snapshot": MetadataValue.path(str(snapshot_path)),
-        "baseline": MetadataValue.path(str(baseline.snapshot)) if baseline else "none",
-        "comparison": baseline_note,
-        "dagster/column_schema": COLUMN_SCHEMA,
-    }
-    yield MaterializeResult(
-        asset_key="new_users",
-        metadata={
-            **common,
-            "path": MetadataValue.path(str(new_path)),
-            "dagster/row_count": new_users.num_rows,
-            "preview": MetadataValue.md(preview_markdown(new_users)),
-        },
-    )
-    # NOTE: the alert sensor reads activated_users events and expects new_users.parquet beside
-    # this path, so keep both files in one folder and this event second.
-    yield MaterializeResult(
-        asset_key="activated_users",
-        metadata={
-            **common,
-            "path": MetadataValue.path(str(activated_path)),
-            "dagster/row_count": activated_users.num_rows,
-            "new_users_count": new_users.num_rows,
-            "preview": MetadataValue.md(preview_markdown(activated_users)),
-        },
-    )
+    # NOTE: the tenant's lock is held from reading the baseline to moving it, so two runs
+    # started together never compare against the same baseline and report the same users.
+    with store.lock():
+        try:
+            comparison = compare_with_baseline(store, snapshot_path)
+            changes_dir = store.changes_dir(run_id)
+            new_path = _write_table(changes_dir / "new_users.parquet", comparison.new_users)
+            activated_path = _write_table(
+                changes_dir / "activated_users.parquet", comparison.activated_users
+            )
+        except (SnapshotError, AlertConfigError) as error:
+            raise _fail(error) from None
+        context.log.info(f"{comparison.note} ({tenant})")
 
-    # The baseline moves only once both results are recorded: a crash before this line makes
-    # the next run report these changes again rather than lose them.
-    store.write_baseline(snapshot_path, run_id)
-
-
-def _current_snapshot(context: AssetExecutionContext) -> tuple[Path, str]:
-    """The snapshot written by this run's qlik_users, or else the newest one recorded."""
-    records = context.instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=AssetKey("qlik_users")), limit=20, ascending=False
-    ).records
-    if not records:
-        raise SnapshotError(
-            "qlik_users has never been materialized, so there is no snapshot to compare; "
-            "materialize qlik_users first (or all three assets together)"
+        common = {
+            "tenant": tenant,
+            "tenant_url": MetadataValue.url(tenant_url),
+            "snapshot": MetadataValue.path(str(snapshot_path)),
+            "baseline": (
+                MetadataValue.path(str(comparison.baseline.snapshot))
+                if comparison.baseline
+                else "none"
+            ),
+            "comparison": comparison.note,
+            "dagster/column_schema": COLUMN_SCHEMA,
+        }
+        yield MaterializeResult(
+            asset_key="new_users",
+            metadata={
+                **common,
+                "path": MetadataValue.path(str(new_path)),
+                "dagster/row_count": comparison.new_users.num_rows,
+                "preview": MetadataValue.md(preview_markdown(comparison.new_users)),
+            },
         )
+        # NOTE: the alert sensor reads activated_users events and expects new_users.parquet
+        # beside this path, so keep both files in one folder and this event second.
+        yield MaterializeResult(
+            asset_key="activated_users",
+            metadata={
+                **common,
+                "path": MetadataValue.path(str(activated_path)),
+                "dagster/row_count": comparison.activated_users.num_rows,
+                "new_users_count": comparison.new_users.num_rows,
+                "preview": MetadataValue.md(preview_markdown(comparison.activated_users)),
+            },
+        )
+
+        # The baseline moves only once both results are recorded: a crash before this line
+        # makes the next run report these changes again rather than lose them.
+        if comparison.moves_baseline:
+            store.write_baseline(snapshot_path, run_id)
+        deleted = store.prune(user_store.keep_snapshots)
+        if deleted:
+            context.log.info(f"Deleted {len(deleted)} old snapshots and result folders")
+
+
+def _current_snapshot(context: AssetExecutionContext) -> tuple[Path, str, str]:
+    """The snapshot of this run's qlik_users, or else the newest one whose checks passed."""
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey("qlik_users")), limit=50, ascending=False
+    ).records
     same_run = [record for record in records if record.run_id == context.run.run_id]
-    record = (same_run or records)[0]
-    metadata = record.asset_materialization.metadata
-    return Path(metadata["path"].value), str(metadata["tenant"].value)
+    complete = [
+        record
+        for record in records
+        if record.asset_materialization.metadata.get(
+            "checks_passed", MetadataValue.bool(True)
+        ).value
+    ]
+    candidates = same_run or complete
+    if not candidates:
+        raise SnapshotError(
+            "qlik_users has no recent materialization whose checks passed, so there is no "
+            "snapshot to compare; materialize qlik_users first (or all three assets together)"
+        )
+    metadata = candidates[0].asset_materialization.metadata
+    return (
+        Path(metadata["path"].value),
+        str(metadata["tenant"].value),
+        str(metadata["tenant_url"].value),
+    )
 
 
 def _write_table(path: Path, table: pa.Table) -> Path:

@@ -95,8 +95,10 @@ def main() -> int:
                 "QLIK_ALERT_SENSOR_INTERVAL_SECONDS": "5",
             }
         )
-        _step(f"Simulated tenant at {tenant.url} with {len(tenant.users())} users; "
-              f"SMTP server on 127.0.0.1:{smtp_port}; state in {workdir}")
+        _step(
+            f"Simulated tenant at {tenant.url} with {len(tenant.users())} users; "
+            f"SMTP server on 127.0.0.1:{smtp_port}; state in {workdir}"
+        )
 
         with DagsterInstance.get() as instance:
             _step("Run 1: extract the users and set the baseline")
@@ -112,21 +114,30 @@ def main() -> int:
 
         _step("Start the Dagster daemon; user_alert_sensor delivers the alert")
         daemon = subprocess.Popen(
-            [str(Path(sys.executable).parent / "dagster-daemon"), "run",
-             "-w", str(REPO / "workspace.yaml")],
+            [
+                str(Path(sys.executable).parent / "dagster-daemon"),
+                "run",
+                "-w",
+                str(REPO / "workspace.yaml"),
+            ],
             cwd=REPO,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         if not mailbox.received.wait(DELIVERY_TIMEOUT_SECONDS):
-            print(f"No alert arrived within {DELIVERY_TIMEOUT_SECONDS} s; see the sensor ticks "
-                  f"with DAGSTER_HOME={dagster_home} dagster dev", file=sys.stderr)
+            print(
+                f"No alert arrived within {DELIVERY_TIMEOUT_SECONDS} s; see the sensor ticks "
+                f"with DAGSTER_HOME={dagster_home} dagster dev",
+                file=sys.stderr,
+            )
             return 1
 
         message = mailbox.messages[0]
         _step("Alert delivered by email:")
-        print(f"    From:    {message['From']}\n    To:      {message['To']}\n"
-              f"    Subject: {message['Subject']}\n")
+        print(
+            f"    From:    {message['From']}\n    To:      {message['To']}\n"
+            f"    Subject: {message['Subject']}\n"
+        )
         for line in message.get_body(preferencelist=("plain",)).get_content().splitlines():
             print(f"    {line}")
         return 0

@@ -57,8 +57,7 @@ class QlikResource(ConfigurableResource):
     )
 
     def resolved_tenant_url(self) -> httpx.URL:
-        return parse_tenant_url(_setting(self.tenant_url, TENANT_URL_VARIABLE),
-                                TENANT_URL_VARIABLE)
+        return parse_tenant_url(_setting(self.tenant_url, TENANT_URL_VARIABLE), TENANT_URL_VARIABLE)
 
     def tenant(self) -> str:
         """Folder name of this tenant's state under the data dir."""
@@ -91,6 +90,11 @@ class UserStoreResource(ConfigurableResource):
         default=None,
         description="Folder for snapshots and results; empty means QLIK_USERS_DATA_DIR, "
         "or data/ when that is unset.",
+    )
+    keep_snapshots: int = Field(
+        default=48,
+        description="Snapshots and result folders kept per tenant; older ones are deleted, "
+        "except the baseline.",
     )
 
     def root(self) -> Path:

@@ -43,6 +43,14 @@ def sensor_interval_seconds() -> int:
     return seconds
 
 
+def tenant_display_name(metadata) -> str:
+    """The tenant's host (and port, if explicit) as the admin knows it."""
+    url = metadata.get("tenant_url")
+    if url is None:
+        return str(metadata["tenant"].value)
+    return str(url.value).split("://", 1)[-1].rstrip("/")
+
+
 def enqueue_alerts(
     context: SensorEvaluationContext, user_store: UserStoreResource, alerts: AlertResource
 ) -> tuple[int, int]:
@@ -66,7 +74,7 @@ def enqueue_alerts(
             store = user_store.for_tenant(str(metadata["tenant"].value))
             changes_dir = Path(metadata["path"].value).parent
             alert = build_alert(
-                store.tenant,
+                tenant_display_name(metadata),
                 read_snapshot(changes_dir / "new_users.parquet"),
                 read_snapshot(changes_dir / "activated_users.parquet"),
                 changes_dir=changes_dir,
@@ -102,9 +110,7 @@ def user_alert_sensor(
         for result in alerts.queue(store).deliver_pending(channels):
             if result.delivered:
                 delivered.append(result)
-                context.log.info(
-                    f"Delivered alert of run {result.run_id} to {result.channel}"
-                )
+                context.log.info(f"Delivered alert of run {result.run_id} to {result.channel}")
             else:
                 failed.append(result)
                 context.log.warning(

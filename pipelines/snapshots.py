@@ -13,11 +13,16 @@ A snapshot is written under a temporary name and renamed when complete, so a fil
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import json
 import logging
 import os
+import shutil
 import tempfile
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,8 +93,9 @@ def users_to_batch(users: list[dict]) -> pa.RecordBatch:
     for field, source in _TIMESTAMP_FIELDS.items():
         arrays.append(_parse_timestamps([user.get(source) for user in users], field))
     arrays.append(_parse_unix_seconds([user.get("inviteExpiry") for user in users]))
-    arrays.append(pa.array([_role_names(user.get("assignedRoles")) for user in users],
-                           pa.list_(pa.string())))
+    arrays.append(
+        pa.array([_role_names(user.get("assignedRoles")) for user in users], pa.list_(pa.string()))
+    )
 
     return pa.RecordBatch.from_arrays(arrays, schema=SNAPSHOT_SCHEMA)
 
@@ -107,8 +113,9 @@ class SnapshotWriter:
         self.row_count = 0
         self._ids: dict[str, int] = {}
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                                             suffix=".tmp")
+        handle, temporary = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+        )
         os.close(handle)
         self._temporary = Path(temporary)
         self._writer = pq.ParquetWriter(self._temporary, SNAPSHOT_SCHEMA, compression="zstd")
@@ -208,6 +215,55 @@ class TenantStore:
     def changes_dir(self, run_id: str) -> Path:
         return self.root / "changes" / run_id
 
+    @contextlib.contextmanager
+    def lock(self, timeout: float = 600.0, poll: float = 0.2) -> Iterator[None]:
+        """Hold this tenant's lock, so that two runs never read and move the baseline at once.
+
+        The lock is an advisory `flock` on `<tenant>/.lock`, released when the process exits,
+        even if it crashes. Raises `SnapshotError` after waiting `timeout` seconds.
+        """
+        self.ensure()
+        deadline = time.monotonic() + timeout
+        with open(self.root / ".lock", "a") as handle:
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise SnapshotError(
+                            f"Another run has held the lock of tenant {self.tenant} for more "
+                            f"than {timeout:.0f} s ({self.root / '.lock'}); wait for it to "
+                            "finish, or stop it, then run again"
+                        ) from None
+                    time.sleep(poll)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def prune(self, keep: int) -> list[Path]:
+        """Delete all but the newest `keep` snapshots and result folders; keep the baseline's.
+
+        Returns the deleted paths.
+        """
+        baseline = self.read_baseline()
+        protected = {baseline.snapshot.name} if baseline else set()
+        deleted = []
+
+        for path in self.snapshots()[:-keep] if keep > 0 else []:
+            if path.name not in protected:
+                path.unlink(missing_ok=True)
+                deleted.append(path)
+
+        changes_root = self.root / "changes"
+        if changes_root.is_dir() and keep > 0:
+            folders = sorted(changes_root.iterdir(), key=lambda path: path.stat().st_mtime)
+            for folder in folders[:-keep]:
+                shutil.rmtree(folder, ignore_errors=True)
+                deleted.append(folder)
+        return deleted
+
     def snapshots(self) -> list[Path]:
         """Complete snapshots, oldest first."""
         if not self.snapshots_dir.is_dir():
@@ -278,8 +334,10 @@ def _parse_timestamps(values: list, field: str) -> pa.Array:
                 logger.warning("Ignoring invalid %s timestamp %r", field, str(value)[:64])
             parsed.append(None)
     return pa.array(
-        [value.astimezone(dt.timezone.utc) if value and value.tzinfo else value
-         for value in parsed],
+        [
+            value.astimezone(dt.timezone.utc) if value and value.tzinfo else value
+            for value in parsed
+        ],
         pa.timestamp("ms", tz="UTC"),
     )
 

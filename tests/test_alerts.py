@@ -91,7 +91,9 @@ def test_parse_alert_channels_splits_and_keeps_query_commas():
 
 
 def test_channel_label_has_no_secrets():
-    channel = parse_alert_channels("mailto://user:hunter2pass@127.0.0.1:2525?from=a@example.com&to=b@example.com")[0]
+    channel = parse_alert_channels(
+        "mailto://user:hunter2pass@127.0.0.1:2525?from=a@example.com&to=b@example.com"
+    )[0]
     webhook = parse_alert_channels("json://127.0.0.1:9999/token-abcdef123456")[0]
 
     assert "hunter2pass" not in channel.label

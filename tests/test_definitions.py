@@ -8,9 +8,7 @@ from dagster import DefaultScheduleStatus, DefaultSensorStatus
 
 from tests.conftest import REPO
 
-CLEAN_ENV = {
-    key: value for key, value in os.environ.items() if not key.startswith("QLIK_")
-}
+CLEAN_ENV = {key: value for key, value in os.environ.items() if not key.startswith("QLIK_")}
 
 
 def load_in_subprocess(**variables):
@@ -54,13 +52,19 @@ def test_definitions_validate_with_dagster_cli(tmp_path):
 
 def test_schedule_follows_cron_and_timezone_variables():
     result = subprocess.run(
-        [sys.executable, "-c",
-         "from pipelines.definitions import defs;"
-         "s = defs.resolve_schedule_def('qlik_users_schedule');"
-         "print(s.cron_schedule, s.execution_timezone)"],
+        [
+            sys.executable,
+            "-c",
+            "from pipelines.definitions import defs;"
+            "s = defs.resolve_schedule_def('qlik_users_schedule');"
+            "print(s.cron_schedule, s.execution_timezone)",
+        ],
         cwd=REPO,
-        env={**CLEAN_ENV, "QLIK_USERS_CRON": "*/15 6-18 * * 1-5",
-             "QLIK_USERS_TIMEZONE": "Europe/Paris"},
+        env={
+            **CLEAN_ENV,
+            "QLIK_USERS_CRON": "*/15 6-18 * * 1-5",
+            "QLIK_USERS_TIMEZONE": "Europe/Paris",
+        },
         capture_output=True,
         text=True,
         timeout=120,

@@ -34,8 +34,9 @@ def test_ids_differing_in_case_are_different_users():
 
 def test_activated_users_are_invited_then_active():
     baseline = table([("a", "invited"), ("b", "invited"), ("c", "active"), ("d", "disabled")])
-    current = table([("a", "active"), ("b", "invited"), ("c", "active"), ("d", "active"),
-                     ("e", "active")])
+    current = table(
+        [("a", "active"), ("b", "invited"), ("c", "active"), ("d", "active"), ("e", "active")]
+    )
 
     assert find_activated_users(current, baseline)["id"].to_pylist() == ["a"]
 
@@ -63,8 +64,11 @@ def test_new_users_is_set_difference_on_ids(before, after):
 def test_activated_users_are_exactly_the_transitions(before, after):
     activated = find_activated_users(table(list(after.items())), table(list(before.items())))
 
-    expected = {user_id for user_id, status in after.items()
-                if status == "active" and before.get(user_id) == "invited"}
+    expected = {
+        user_id
+        for user_id, status in after.items()
+        if status == "active" and before.get(user_id) == "invited"
+    }
     assert set(activated["id"].to_pylist()) == expected
 
 

@@ -83,8 +83,9 @@ def test_failed_extract_leaves_no_snapshot(pipeline_env, tenant, instance, data_
     result = job.execute_in_process(
         instance=instance,
         raise_on_error=False,
-        run_config={"resources": {"qlik": {"config": {"max_attempts": 2,
-                                                      "wait_initial_seconds": 0.01}}}},
+        run_config={
+            "resources": {"qlik": {"config": {"max_attempts": 2, "wait_initial_seconds": 0.01}}}
+        },
     )
 
     assert not result.success
@@ -115,8 +116,7 @@ def test_malformed_tenant_url_fails_run_naming_variable(pipeline_env, instance):
     assert "https://" in str(failure.event_specific_data.error)
 
 
-def test_api_key_absent_from_logs_and_files(pipeline_env, tenant, instance, data_dir,
-                                            dagster_home):
+def test_api_key_absent_from_logs_and_files(pipeline_env, tenant, instance, data_dir, dagster_home):
     tenant.seed_users(120)
     assert run_pipeline(instance).success
     tenant.add_user("Key Check", "key@example.com")

@@ -72,8 +72,9 @@ def test_single_empty_page_for_empty_tenant(tenant):
 @pytest.mark.parametrize("retry_after_http_date", [False, True])
 def test_retries_429_after_retry_after(tenant, retry_after_http_date):
     tenant.seed_users(250)
-    tenant.inject_fault("429", page=2, times=1, retry_after=1,
-                        retry_after_http_date=retry_after_http_date)
+    tenant.inject_fault(
+        "429", page=2, times=1, retry_after=1, retry_after_http_date=retry_after_http_date
+    )
 
     with make_client(tenant) as client:
         pages = read_all(client)
@@ -119,7 +120,9 @@ def test_retries_logged_with_reason(tenant, caplog):
         with make_client(tenant) as client:
             read_all(client)
 
-    retries = [record.getMessage() for record in caplog.records if "Retrying" in record.getMessage()]
+    retries = [
+        record.getMessage() for record in caplog.records if "Retrying" in record.getMessage()
+    ]
     assert len(retries) == 1
     assert "page 1" in retries[0]
     assert "502" in retries[0]

@@ -107,10 +107,13 @@ def test_outbox_used_without_alert_urls(pipeline_env, tenant, instance, data_dir
     assert str(outboxes[0]) in result.skip_message
 
 
-def test_alert_url_secret_absent_from_errors_and_state(pipeline_env, tenant, instance,
-                                                       data_dir, smtp_server):
-    secret_url = (f"mailto://watcher:S3cretSmtpPass@127.0.0.1:{smtp_server.port}"
-                  "?from=w@example.com&to=a@example.com")
+def test_alert_url_secret_absent_from_errors_and_state(
+    pipeline_env, tenant, instance, data_dir, smtp_server
+):
+    secret_url = (
+        f"mailto://watcher:S3cretSmtpPass@127.0.0.1:{smtp_server.port}"
+        "?from=w@example.com&to=a@example.com"
+    )
     pipeline_env.setenv("QLIK_ALERT_URLS", secret_url)
     baseline_then_changes(tenant, instance, ("Sam", "sam@example.com"))
     smtp_server.stop()

@@ -17,16 +17,27 @@ from pipelines.snapshots import (
 
 
 def api_user(user_id, name="Ann", status="active", **fields):
-    user = {"id": user_id, "name": name, "email": f"{user_id}@example.com", "status": status,
-            "subject": f"auth0|{user_id}", "createdAt": "2026-11-30T08:15:00.250Z",
-            "lastUpdatedAt": "2026-12-01T09:00:00Z"}
+    user = {
+        "id": user_id,
+        "name": name,
+        "email": f"{user_id}@example.com",
+        "status": status,
+        "subject": f"auth0|{user_id}",
+        "createdAt": "2026-11-30T08:15:00.250Z",
+        "lastUpdatedAt": "2026-12-01T09:00:00Z",
+    }
     user.update(fields)
     return user
 
 
 def test_batch_has_schema_and_utc_timestamps():
-    batch = users_to_batch([api_user("a1", inviteExpiry=1765000000,
-                                     assignedRoles=[{"id": "r", "name": "TenantAdmin"}])])
+    batch = users_to_batch(
+        [
+            api_user(
+                "a1", inviteExpiry=1765000000, assignedRoles=[{"id": "r", "name": "TenantAdmin"}]
+            )
+        ]
+    )
     row = batch.to_pylist()[0]
 
     assert batch.schema == SNAPSHOT_SCHEMA

@@ -365,8 +365,9 @@ class QlikClient:
         status = response.status_code
 
         if status in (401, 403):
-            raise QlikAuthError(_auth_message(status, self.tenant_url, response), status_code=status,
-                                page=number)
+            raise QlikAuthError(
+                _auth_message(status, self.tenant_url, response), status_code=status, page=number
+            )
         if status == 429:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
             if retry_after is not None and retry_after > self.max_retry_after:
@@ -383,8 +384,9 @@ class QlikClient:
                 retry_after=1.0 if retry_after is None else retry_after,
             )
         if status >= 500:
-            raise _RetryableResponse(f"{status} {response.reason_phrase} with "
-                                     f"{describe_error_body(response)}")
+            raise _RetryableResponse(
+                f"{status} {response.reason_phrase} with {describe_error_body(response)}"
+            )
         if status != 200:
             raise QlikAPIError(
                 f"Page {number}: GET {_safe_url(url)} returned {status} "

@@ -1,0 +1,65 @@
+"""Checks on each users extract, run before the comparison may use it."""
+
+import pyarrow.parquet as pq
+from dagster import AssetCheckResult, AssetCheckSeverity, Config
+
+from pipelines.snapshots import TenantStore
+
+
+class ExtractConfig(Config):
+    """Run settings of qlik_users, for an operator launching a run by hand."""
+
+    max_drop_share: float = 0.2
+    """Largest share of users that may disappear since the baseline before the run stops."""
+    allow_large_drop: bool = False
+    """Set to true for one run to accept a larger drop, e.g. after a real clean-up of users."""
+
+
+def check_complete_listing(row_count: int, total_results: int | None) -> AssetCheckResult:
+    if total_results is None:
+        return AssetCheckResult(
+            check_name="complete_listing",
+            passed=True,
+            severity=AssetCheckSeverity.WARN,
+            description="The tenant did not report totalResults, so the count was not checked.",
+        )
+    passed = row_count == total_results
+    return AssetCheckResult(
+        check_name="complete_listing",
+        passed=passed,
+        metadata={"users_read": row_count, "total_results": total_results},
+        description=None
+        if passed
+        else (
+            f"Read {row_count} users but the tenant reports {total_results}; the listing "
+            "ended early or changed while paging. The comparison is skipped and the baseline "
+            "kept; the next run tries again"
+        ),
+    )
+
+
+def check_no_large_drop(row_count: int, store: TenantStore, config: ExtractConfig):
+    baseline = store.read_baseline()
+    if baseline is None or not baseline.snapshot.exists():
+        return AssetCheckResult(
+            check_name="no_large_drop",
+            passed=True,
+            description="No baseline yet, nothing to compare with.",
+        )
+
+    previous = pq.ParquetFile(baseline.snapshot).metadata.num_rows
+    drop = (previous - row_count) / previous if previous else 0.0
+    passed = drop <= config.max_drop_share or config.allow_large_drop
+    return AssetCheckResult(
+        check_name="no_large_drop",
+        passed=passed,
+        metadata={"baseline_users": previous, "users": row_count, "drop_share": round(drop, 4)},
+        description=None
+        if passed
+        else (
+            f"{previous - row_count} of {previous} users ({drop:.0%}) are gone since the "
+            f"baseline, more than max_drop_share={config.max_drop_share:.0%}. If the tenant "
+            "really lost them, launch qlik_users once with run config "
+            "ops.qlik_users.config.allow_large_drop: true"
+        ),
+    )
