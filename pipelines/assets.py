@@ -39,6 +39,9 @@ GROUP = "qlik_user_watch"
 KINDS = {"qlik", "parquet"}
 PREVIEW_ROWS = 20
 PROGRESS_EVERY_PAGES = 10
+# One run per tenant at a time: dagster.yaml limits this pool to one run. Runs of the CLI bypass
+# the queue, so the comparison also takes the tenant's file lock.
+POOL = "qlik_tenant"
 
 COLUMN_SCHEMA = TableSchema(
     columns=[
@@ -55,6 +58,7 @@ def _fail(error: Exception) -> Failure:
 @asset(
     group_name=GROUP,
     kinds=KINDS,
+    pool=POOL,
     description=(
         "Every user of the Qlik Cloud tenant, as listed by GET /api/v1/users: one row per user "
         "with id, name, email, status (active, invited, ...) and creation time. Each "
@@ -170,6 +174,7 @@ def _extract_snapshot(context, qlik: QlikResource, store: TenantStore):
         ),
     ],
     name="user_changes",
+    pool=POOL,
 )
 def user_changes(
     context: AssetExecutionContext, user_store: UserStoreResource
