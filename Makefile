@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install demo test dev clean
+.PHONY: install demo test bench dev clean
 
 install: $(VENV)/.installed
 
@@ -19,6 +19,11 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# Benchmarks against the simulated tenant; writes docs/benchmarks.md. Not part of `make test`.
+bench: install
+	$(BIN)/python -m pip install --quiet -r benchmarks/requirements.txt
+	$(BIN)/python -m benchmarks
 
 # The Dagster UI and daemon on http://127.0.0.1:3000, with state kept in .dagster_home/.
 dev: install
