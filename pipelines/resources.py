@@ -55,6 +55,12 @@ class QlikResource(ConfigurableResource):
     wait_initial_seconds: float = Field(
         default=1.0, description="First backoff between retries; it doubles up to 30 s."
     )
+    requests_per_minute: float = Field(
+        default=900.0,
+        description="Pace of requests once `burst` requests are spent; Qlik allows 1,000 a "
+        "minute per user and tenant, shared with other tools using the same key.",
+    )
+    burst: int = Field(default=900, description="Requests sent before pacing starts.")
 
     def resolved_tenant_url(self) -> httpx.URL:
         return parse_tenant_url(_setting(self.tenant_url, TENANT_URL_VARIABLE), TENANT_URL_VARIABLE)
@@ -80,6 +86,8 @@ class QlikResource(ConfigurableResource):
             retry_timeout=self.retry_timeout_seconds,
             wait_initial=self.wait_initial_seconds,
             wait_max=max(30.0, self.wait_initial_seconds),
+            requests_per_minute=self.requests_per_minute,
+            burst=self.burst,
         )
 
 

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import logging
+import time
 
 import httpx
 import pytest
@@ -15,7 +16,7 @@ from pipelines.qlik import (
     parse_tenant_url,
     tenant_key,
 )
-from pipelines.qlik.client import parse_retry_after
+from pipelines.qlik.client import RequestPacer, parse_retry_after
 from tests.conftest import API_KEY
 
 
@@ -257,3 +258,60 @@ def test_empty_api_key_rejected_before_any_request(tenant):
 
     assert "QLIK_API_KEY" in str(raised.value)
     assert api_requests(tenant) == []
+
+
+class FakeClock:
+    """A clock that advances only when the pacer sleeps."""
+
+    def __init__(self):
+        self.now = 0.0
+        self.sleeps = []
+
+    def time(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_pacer_allows_burst_then_paces():
+    clock = FakeClock()
+    pacer = RequestPacer(per_minute=60, burst=3, clock=clock.time, sleep=clock.sleep)
+
+    waits = [pacer.acquire() for _ in range(5)]
+
+    assert waits[:3] == [0.0, 0.0, 0.0]
+    assert waits[3] == pytest.approx(1.0)
+    assert waits[4] == pytest.approx(1.0)
+    assert clock.now == pytest.approx(2.0)
+
+
+def test_pacer_refills_while_idle():
+    clock = FakeClock()
+    pacer = RequestPacer(per_minute=60, burst=2, clock=clock.time, sleep=clock.sleep)
+    pacer.acquire()
+    pacer.acquire()
+
+    clock.now += 10
+    waits = [pacer.acquire() for _ in range(2)]
+
+    assert waits == [0.0, 0.0]
+
+
+def test_pacer_rejects_invalid_rate():
+    with pytest.raises(QlikConfigError):
+        RequestPacer(per_minute=0, burst=10)
+
+
+def test_client_paces_requests_beyond_burst(tenant):
+    tenant.seed_users(450)
+
+    with make_client(tenant, page_size=50, requests_per_minute=600, burst=5) as client:
+        started = time.monotonic()
+        pages = read_all(client)
+        elapsed = time.monotonic() - started
+
+    assert len(pages) == 9
+    # Four paced requests at ten a second take at least 0.4 s in all.
+    assert elapsed >= 0.35
