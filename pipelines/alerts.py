@@ -269,8 +269,10 @@ class AlertQueue:
             record["channels"].get(c.id if c else OUTBOX_CHANNEL, {}).get("delivered_at")
             for c in targets
         ):
-            self.sent_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            path.replace(self.sent_dir / path.name)
+            # The delivered record keeps who got it and when, not the names in the body.
+            record.pop("body", None)
+            write_atomically(self.sent_dir / path.name, _dump(record))
+            path.unlink()
         return results
 
     def _is_due(self, state: dict) -> bool:

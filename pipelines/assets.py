@@ -13,6 +13,7 @@ from dagster import (
     AssetRecordsFilter,
     AssetSpec,
     Failure,
+    FreshnessPolicy,
     MaterializeResult,
     MetadataValue,
     TableColumn,
@@ -26,6 +27,7 @@ from pipelines.checks import ExtractConfig, check_complete_listing, check_no_lar
 from pipelines.diff import compare_with_baseline
 from pipelines.qlik import QlikError
 from pipelines.resources import QlikResource, UserStoreResource
+from pipelines.settings import longest_schedule_gap, schedule_settings
 from pipelines.snapshots import (
     COLUMN_DESCRIPTIONS,
     SNAPSHOT_SCHEMA,
@@ -43,6 +45,15 @@ PROGRESS_EVERY_PAGES = 10
 # the queue, so the comparison also takes the tenant's file lock.
 POOL = "qlik_tenant"
 
+
+def _freshness_policy() -> FreshnessPolicy:
+    """Stale after twice the longest gap between scheduled runs, warned at one and a half."""
+    gap = longest_schedule_gap(*schedule_settings())
+    return FreshnessPolicy.time_window(fail_window=2 * gap, warn_window=1.5 * gap)
+
+
+FRESHNESS = _freshness_policy()
+
 COLUMN_SCHEMA = TableSchema(
     columns=[
         TableColumn(field.name, str(field.type), description=COLUMN_DESCRIPTIONS[field.name])
@@ -59,6 +70,7 @@ def _fail(error: Exception) -> Failure:
     group_name=GROUP,
     kinds=KINDS,
     pool=POOL,
+    freshness_policy=FRESHNESS,
     description=(
         "Every user of the Qlik Cloud tenant, as listed by GET /api/v1/users: one row per user "
         "with id, name, email, status (active, invited, ...) and creation time. Each "
@@ -156,6 +168,7 @@ def _extract_snapshot(context, qlik: QlikResource, store: TenantStore):
             deps=["qlik_users"],
             group_name=GROUP,
             kinds=KINDS,
+            freshness_policy=FRESHNESS,
             description=(
                 "Users who joined the tenant since the last comparison: users of the newest "
                 "qlik_users snapshot whose id is not in the baseline snapshot. Invited users "
@@ -167,6 +180,7 @@ def _extract_snapshot(context, qlik: QlikResource, store: TenantStore):
             deps=["qlik_users"],
             group_name=GROUP,
             kinds=KINDS,
+            freshness_policy=FRESHNESS,
             description=(
                 "Users who accepted their invite since the last comparison: status was "
                 "'invited' in the baseline snapshot and is 'active' in the newest one."
@@ -239,7 +253,7 @@ def user_changes(
         # makes the next run report these changes again rather than lose them.
         if comparison.moves_baseline:
             store.write_baseline(snapshot_path, run_id)
-        deleted = store.prune(user_store.keep_snapshots)
+        deleted = store.prune(user_store.snapshots_to_keep())
         if deleted:
             context.log.info(f"Deleted {len(deleted)} old snapshots and result folders")
 

@@ -21,7 +21,9 @@ TENANT_URL_VARIABLE = "QLIK_TENANT_URL"
 API_KEY_VARIABLE = "QLIK_API_KEY"
 DATA_DIR_VARIABLE = "QLIK_USERS_DATA_DIR"
 ALERT_URLS_VARIABLE = "QLIK_ALERT_URLS"
+KEEP_SNAPSHOTS_VARIABLE = "QLIK_USERS_KEEP_SNAPSHOTS"
 DEFAULT_DATA_DIR = "data"
+DEFAULT_KEEP_SNAPSHOTS = 48
 
 
 def _setting(value: str | None, variable: str) -> str | None:
@@ -99,11 +101,29 @@ class UserStoreResource(ConfigurableResource):
         description="Folder for snapshots and results; empty means QLIK_USERS_DATA_DIR, "
         "or data/ when that is unset.",
     )
-    keep_snapshots: int = Field(
-        default=48,
+    keep_snapshots: int | None = Field(
+        default=None,
         description="Snapshots and result folders kept per tenant; older ones are deleted, "
-        "except the baseline.",
+        "except the baseline. Empty means QLIK_USERS_KEEP_SNAPSHOTS, or 48 when unset.",
     )
+
+    def snapshots_to_keep(self) -> int:
+        if self.keep_snapshots is not None:
+            source, text = "keep_snapshots", str(self.keep_snapshots)
+        else:
+            source, text = KEEP_SNAPSHOTS_VARIABLE, _setting(None, KEEP_SNAPSHOTS_VARIABLE)
+            if text is None:
+                return DEFAULT_KEEP_SNAPSHOTS
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise QlikConfigError(
+                f"{source}={text!r} is not a whole number of at least 1; set it to the number "
+                f"of snapshots to keep per tenant, e.g. {DEFAULT_KEEP_SNAPSHOTS}"
+            )
+        return value
 
     def root(self) -> Path:
         path = Path(_setting(self.data_dir, DATA_DIR_VARIABLE) or DEFAULT_DATA_DIR)
@@ -122,7 +142,15 @@ class UserStoreResource(ConfigurableResource):
         root = self.root()
         if not root.is_dir():
             return []
-        return [TenantStore(root, path.name) for path in sorted(root.iterdir()) if path.is_dir()]
+        return [
+            TenantStore(root, path.name)
+            for path in sorted(root.iterdir())
+            if path.is_dir() and not path.name.startswith(".")
+        ]
+
+    def health_dir(self) -> Path:
+        """Folder of the pipeline's own health records and alarms, beside the tenants."""
+        return self.root() / ".health"
 
 
 class AlertResource(ConfigurableResource):

@@ -1,11 +1,11 @@
 """The sensor that turns each comparison with changes into one alert per channel."""
 
 import json
-import os
 from pathlib import Path
 
 from dagster import (
     AssetKey,
+    AssetObservation,
     AssetRecordsFilter,
     DefaultSensorStatus,
     SensorEvaluationContext,
@@ -13,34 +13,17 @@ from dagster import (
     sensor,
 )
 
-from pipelines.alerts import build_alert
+from pipelines.alerts import DeliveryResult, build_alert
+from pipelines.health import SensorHealth
 from pipelines.resources import AlertResource, UserStoreResource
+from pipelines.settings import sensor_interval_seconds
 from pipelines.snapshots import read_snapshot
 
-INTERVAL_VARIABLE = "QLIK_ALERT_SENSOR_INTERVAL_SECONDS"
-DEFAULT_INTERVAL_SECONDS = 30
 RECORDS_PER_TICK = 100
 
 
 class AlertDeliveryError(Exception):
     """At least one channel could not take an alert; it is retried on a later tick."""
-
-
-def sensor_interval_seconds() -> int:
-    """QLIK_ALERT_SENSOR_INTERVAL_SECONDS, read when the definitions load."""
-    text = os.environ.get(INTERVAL_VARIABLE, "").strip()
-    if not text:
-        return DEFAULT_INTERVAL_SECONDS
-    try:
-        seconds = int(text)
-    except ValueError:
-        seconds = 0
-    if seconds < 1:
-        raise ValueError(
-            f"{INTERVAL_VARIABLE}={text!r} is not a positive whole number of seconds; "
-            f"set it to e.g. {DEFAULT_INTERVAL_SECONDS} or remove it"
-        )
-    return seconds
 
 
 def tenant_display_name(metadata) -> str:
@@ -102,12 +85,26 @@ def enqueue_alerts(
 def user_alert_sensor(
     context: SensorEvaluationContext, user_store: UserStoreResource, alerts: AlertResource
 ):
+    health = SensorHealth(user_store.health_dir())
+    try:
+        result = deliver_alerts(context, user_store, alerts)
+    except Exception as error:
+        health.record_failure(error)
+        raise
+    health.record_success()
+    return result
+
+
+def deliver_alerts(
+    context: SensorEvaluationContext, user_store: UserStoreResource, alerts: AlertResource
+) -> SkipReason:
     channels = alerts.channels()
     seen, queued = enqueue_alerts(context, user_store, alerts)
 
     delivered, failed = [], []
     for store in user_store.tenants():
         for result in alerts.queue(store).deliver_pending(channels):
+            record_delivery(context, result)
             if result.delivered:
                 delivered.append(result)
                 context.log.info(f"Delivered alert of run {result.run_id} to {result.channel}")
@@ -131,4 +128,19 @@ def user_alert_sensor(
         )
     return SkipReason(
         f"Checked {seen} new comparisons, queued {queued} alerts, delivered {len(delivered)}"
+    )
+
+
+def record_delivery(context: SensorEvaluationContext, result: DeliveryResult) -> None:
+    """Record a delivery attempt as an observation of activated_users, shown in its history."""
+    context.instance.report_runless_asset_event(
+        AssetObservation(
+            asset_key="activated_users",
+            metadata={
+                "alert_of_run": result.run_id,
+                "channel": result.channel,
+                "outcome": "delivered" if result.delivered else "failed",
+                "detail": result.detail,
+            },
+        )
     )

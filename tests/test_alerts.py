@@ -161,3 +161,26 @@ def test_failed_channel_is_recorded_and_backs_off(tmp_path):
     assert state["failures"] == 1
     assert state["delivered_at"] is None
     assert "hook-secret-42" not in queue.pending()[0].read_text()
+
+
+def test_delivered_record_drops_names(tmp_path):
+    queue = AlertQueue(tmp_path / "alerts", backoff_seconds=0)
+    queue.enqueue("run1", Alert("1 new user in t", "New users (1):\n- Private Person <p@x>\n"))
+
+    queue.deliver_pending([])
+
+    sent = (queue.sent_dir / "run1.json").read_text()
+    assert "Private Person" not in sent
+    assert json.loads(sent)["channels"]["outbox"]["delivered_at"]
+
+
+def test_thousands_of_users_stay_within_channel_limits():
+    names = [(f"{'Long Name ' * 30}{i}", f"user{i}@example.com") for i in range(5000)]
+
+    alert = build_alert("acme.eu.qlikcloud.com", users(*names), users(*names[:3000]))
+
+    assert alert.title == "5000 new users and 3000 activated users in acme.eu.qlikcloud.com"
+    assert "- ... and 4950 more" in alert.body
+    assert "- ... and 2950 more" in alert.body
+    # Teams cards take about 28 KB and Slack messages 40,000 characters.
+    assert len(alert.body.encode()) < 28_000

@@ -90,3 +90,19 @@ def test_bad_sensor_interval_names_variable():
     result = load_in_subprocess(QLIK_ALERT_SENSOR_INTERVAL_SECONDS="soon")
 
     assert "QLIK_ALERT_SENSOR_INTERVAL_SECONDS='soon'" in result.stderr
+
+
+def test_assets_go_stale_after_two_schedule_intervals():
+    from pipelines.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        policy = graph.get(key).freshness_policy
+        assert policy.fail_window.to_timedelta().total_seconds() == 2 * 3600, key
+
+
+def test_health_sensor_runs_by_default():
+    from pipelines.definitions import defs
+
+    sensor = defs.resolve_sensor_def("pipeline_health_sensor")
+    assert sensor.default_status == DefaultSensorStatus.RUNNING

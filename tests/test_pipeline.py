@@ -1,5 +1,11 @@
 """The whole job on a real Dagster instance against the simulated tenant."""
 
+import json
+import os
+import stat
+import subprocess
+import sys
+
 import pyarrow.parquet as pq
 from dagster import AssetKey
 
@@ -136,3 +142,130 @@ def test_api_key_absent_from_logs_and_files(pipeline_env, tenant, instance, data
         for path in folder.rglob("*"):
             if path.is_file():
                 assert API_KEY.encode() not in path.read_bytes(), path
+
+
+def run_with_config(instance, **extract_config):
+    from pipelines.definitions import defs
+
+    job = defs.resolve_job_def("qlik_user_watch_job")
+    return job.execute_in_process(
+        instance=instance,
+        raise_on_error=False,
+        run_config={"ops": {"qlik_users": {"config": extract_config}}},
+    )
+
+
+def check_results(result):
+    return {
+        evaluation.check_name: evaluation.passed
+        for evaluation in (
+            event.event_specific_data
+            for event in result.all_events
+            if event.event_type_value == "ASSET_CHECK_EVALUATION"
+        )
+    }
+
+
+def test_large_drop_blocks_comparison_until_allowed(pipeline_env, tenant, instance, data_dir):
+    users = tenant.seed_users(100)
+    assert run_pipeline(instance).success
+    baseline_file = next(data_dir.glob("*/baseline.json"))
+    baseline_before = baseline_file.read_text()
+    for user in users[:30]:
+        tenant.delete_user(user["id"])
+    newcomer = tenant.add_user("New During Drop", "drop@example.com")
+
+    blocked = run_pipeline(instance)
+
+    assert not blocked.success
+    assert check_results(blocked) == {"complete_listing": True, "no_large_drop": False}
+    assert baseline_file.read_text() == baseline_before
+    assert latest_metadata(instance, "new_users")["dagster/row_count"].value == 0
+
+    allowed = run_with_config(instance, allow_large_drop=True)
+
+    assert allowed.success
+    assert ids_in(instance, "new_users") == {newcomer["id"]}
+    assert baseline_file.read_text() != baseline_before
+
+
+def test_partial_listing_never_becomes_baseline(pipeline_env, tenant, instance, data_dir):
+    tenant.seed_users(350)
+    assert run_pipeline(instance).success
+    baseline_before = next(data_dir.glob("*/baseline.json")).read_text()
+    tenant.inject_fault("partial", page=2, times=1)
+
+    partial = run_pipeline(instance)
+    baseline_after_partial = next(data_dir.glob("*/baseline.json")).read_text()
+    healthy = run_pipeline(instance)
+
+    assert check_results(partial)["complete_listing"] is False
+    assert not partial.success
+    assert baseline_after_partial == baseline_before
+    assert healthy.success
+    assert latest_metadata(instance, "new_users")["dagster/row_count"].value == 0
+
+
+def test_old_snapshots_pruned_but_baseline_kept(pipeline_env, tenant, instance, data_dir):
+    pipeline_env.setenv("QLIK_USERS_KEEP_SNAPSHOTS", "2")
+    tenant.seed_users(20)
+    for _ in range(4):
+        assert run_pipeline(instance).success
+
+    tenant_dir = next(data_dir.glob("*/baseline.json")).parent
+    snapshots = sorted((tenant_dir / "snapshots").glob("users-*.parquet"))
+    baseline = json.loads((tenant_dir / "baseline.json").read_text())["snapshot"]
+    assert len(snapshots) == 2
+    assert (tenant_dir / baseline).exists()
+    assert len(list((tenant_dir / "changes").iterdir())) == 2
+
+
+def test_invalid_keep_snapshots_names_variable(pipeline_env, tenant, instance):
+    pipeline_env.setenv("QLIK_USERS_KEEP_SNAPSHOTS", "all")
+    tenant.seed_users(5)
+
+    result = run_pipeline(instance)
+
+    failure = [event for event in result.all_events if event.is_step_failure][0]
+    assert "QLIK_USERS_KEEP_SNAPSHOTS='all'" in str(failure.event_specific_data.error)
+
+
+def test_data_dir_is_owner_only(pipeline_env, tenant, instance, data_dir):
+    tenant.seed_users(5)
+    assert run_pipeline(instance).success
+
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    for folder in data_dir.iterdir():
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+
+
+def test_two_runs_at_once_report_each_user_once(pipeline_env, tenant, dagster_home, data_dir):
+    """Two CLI runs started together: the lock lets one compare, the other sees nothing new."""
+    tenant.seed_users(150)
+    command = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "pipelines.definitions",
+        "--select",
+        "qlik_users*",
+    ]
+    env = {**os.environ}
+    assert subprocess.run(command, env=env, capture_output=True, timeout=180).returncode == 0
+    added = {tenant.add_user(f"Racer {i}", f"racer{i}@example.com")["id"] for i in range(3)}
+
+    runs = [
+        subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(2)
+    ]
+    codes = [run.wait(timeout=180) for run in runs]
+
+    assert codes == [0, 0]
+    tenant_dir = next(data_dir.glob("*/baseline.json")).parent
+    reported = []
+    for folder in (tenant_dir / "changes").iterdir():
+        reported += pq.read_table(folder / "new_users.parquet")["id"].to_pylist()
+    assert sorted(reported) == sorted(added)

@@ -125,3 +125,41 @@ def test_alert_url_secret_absent_from_errors_and_state(
     for path in data_dir.rglob("*"):
         if path.is_file():
             assert b"S3cretSmtpPass" not in path.read_bytes(), path
+
+
+def test_deliveries_recorded_as_observations(pipeline_env, tenant, instance, smtp_server):
+    from dagster import AssetKey
+
+    pipeline_env.setenv("QLIK_ALERT_URLS", smtp_server.url)
+    baseline_then_changes(tenant, instance, ("Oona", "oona@example.com"))
+    driver = SensorDriver(instance)
+    smtp_server.stop()
+    with pytest.raises(AlertDeliveryError):
+        driver.tick()
+    smtp_server.start()
+    driver.tick()
+
+    records = instance.fetch_observations(AssetKey("activated_users"), limit=100).records
+    outcomes = sorted(record.asset_observation.metadata["outcome"].value for record in records)
+    assert outcomes == ["delivered", "failed"]
+    channel = records[0].asset_observation.metadata["channel"].value
+    assert channel == f"mailto://127.0.0.1:{smtp_server.port}"
+
+
+def test_failing_ticks_recorded_for_health(pipeline_env, tenant, instance, smtp_server, data_dir):
+    from pipelines.health import SensorHealth
+
+    pipeline_env.setenv("QLIK_ALERT_URLS", smtp_server.url)
+    baseline_then_changes(tenant, instance, ("Hal", "hal@example.com"))
+    driver = SensorDriver(instance)
+    smtp_server.stop()
+    with pytest.raises(AlertDeliveryError):
+        driver.tick()
+    failing = SensorHealth(data_dir / ".health").read()
+    smtp_server.start()
+    driver.tick()
+    recovered = SensorHealth(data_dir / ".health").read()
+
+    assert failing["failing_since"]
+    assert "1 alert deliveries failed" in failing["last_error"]
+    assert recovered["failing_since"] is None
