@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from dagster import (
     AssetCheckSpec,
@@ -27,7 +28,7 @@ from pipelines.checks import ExtractConfig, check_complete_listing, check_no_lar
 from pipelines.diff import compare_with_baseline
 from pipelines.qlik import QlikError
 from pipelines.resources import QlikResource, UserStoreResource
-from pipelines.settings import longest_schedule_gap, schedule_settings
+from pipelines.settings import asset_owners, longest_schedule_gap, schedule_settings
 from pipelines.snapshots import (
     COLUMN_DESCRIPTIONS,
     SNAPSHOT_SCHEMA,
@@ -53,6 +54,7 @@ def _freshness_policy() -> FreshnessPolicy:
 
 
 FRESHNESS = _freshness_policy()
+OWNERS = asset_owners()
 
 COLUMN_SCHEMA = TableSchema(
     columns=[
@@ -71,6 +73,7 @@ def _fail(error: Exception) -> Failure:
     kinds=KINDS,
     pool=POOL,
     freshness_policy=FRESHNESS,
+    owners=OWNERS,
     description=(
         "Every user of the Qlik Cloud tenant, as listed by GET /api/v1/users: one row per user "
         "with id, name, email, status (active, invited, ...) and creation time. Each "
@@ -119,6 +122,11 @@ def qlik_users(
         "path": MetadataValue.path(str(path)),
         "tenant": store.tenant,
         "tenant_url": MetadataValue.url(str(tenant_url).rstrip("/")),
+        # NOTE: Qlik documents /console as the Management Console; the /users subpage is
+        # where its Users list opens today, which Qlik's help does not state.
+        "management_console_users": MetadataValue.url(
+            f"{str(tenant_url).rstrip('/')}/console/users"
+        ),
         "dagster/row_count": row_count,
         "pages": pages,
         "retries": retries,
@@ -169,6 +177,7 @@ def _extract_snapshot(context, qlik: QlikResource, store: TenantStore):
             group_name=GROUP,
             kinds=KINDS,
             freshness_policy=FRESHNESS,
+            owners=OWNERS,
             description=(
                 "Users who joined the tenant since the last comparison: users of the newest "
                 "qlik_users snapshot whose id is not in the baseline snapshot. Invited users "
@@ -181,6 +190,7 @@ def _extract_snapshot(context, qlik: QlikResource, store: TenantStore):
             group_name=GROUP,
             kinds=KINDS,
             freshness_policy=FRESHNESS,
+            owners=OWNERS,
             description=(
                 "Users who accepted their invite since the last comparison: status was "
                 "'invited' in the baseline snapshot and is 'active' in the newest one."
@@ -233,6 +243,7 @@ def user_changes(
                 **common,
                 "path": MetadataValue.path(str(new_path)),
                 "dagster/row_count": comparison.new_users.num_rows,
+                "newest_created_at": newest_created_at(comparison.new_users),
                 "preview": MetadataValue.md(preview_markdown(comparison.new_users)),
             },
         )
@@ -290,6 +301,14 @@ def _write_table(path: Path, table: pa.Table) -> Path:
     pq.write_table(table, sink, compression="zstd")
     write_atomically(path, sink.getvalue().to_pybytes())
     return path
+
+
+def newest_created_at(users: pa.Table) -> str:
+    """When the most recently created of `users` was created, as shown in the asset's metadata."""
+    if users.num_rows == 0:
+        return "no new users"
+    newest = pc.max(users["created_at"]).as_py()
+    return newest.strftime("%Y-%m-%d %H:%M UTC") if newest else "unknown"
 
 
 def preview_markdown(users: pa.Table, max_rows: int = PREVIEW_ROWS) -> str:

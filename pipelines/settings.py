@@ -16,6 +16,7 @@ INTERVAL_VARIABLE = "QLIK_ALERT_SENSOR_INTERVAL_SECONDS"
 DEFAULT_CRON = "0 * * * *"
 DEFAULT_TIMEZONE = "UTC"
 DEFAULT_INTERVAL_SECONDS = 30
+OWNERS_VARIABLE = "QLIK_USERS_OWNERS"
 
 
 def schedule_settings() -> tuple[str, str]:
@@ -66,3 +67,15 @@ def longest_schedule_gap(cron: str, timezone: str, ticks: int = 400) -> dt.timed
         longest = max(longest, current - previous)
         previous = current
     return longest
+
+
+def asset_owners() -> list[str]:
+    """QLIK_USERS_OWNERS: emails or `team:name` entries, separated by commas or spaces."""
+    owners = os.environ.get(OWNERS_VARIABLE, "").replace(",", " ").split()
+    for owner in owners:
+        if not (owner.startswith("team:") and len(owner) > 5) and "@" not in owner:
+            raise ValueError(
+                f"{OWNERS_VARIABLE} has {owner!r}, which is neither an email address nor "
+                "'team:<name>'; use e.g. 'admin@example.com team:bi-platform'"
+            )
+    return owners

@@ -106,3 +106,28 @@ def test_health_sensor_runs_by_default():
 
     sensor = defs.resolve_sensor_def("pipeline_health_sensor")
     assert sensor.default_status == DefaultSensorStatus.RUNNING
+
+
+def test_owners_follow_variable():
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from pipelines.definitions import defs;"
+            "g = defs.resolve_asset_graph();"
+            "print(sorted(set(o for k in g.get_all_asset_keys() for o in g.get(k).owners)))",
+        ],
+        cwd=REPO,
+        env={**CLEAN_ENV, "QLIK_USERS_OWNERS": "admin@example.com, team:bi-platform"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.stdout.strip() == "['admin@example.com', 'team:bi-platform']"
+
+
+def test_invalid_owner_names_variable():
+    result = load_in_subprocess(QLIK_USERS_OWNERS="bi platform")
+
+    assert "QLIK_USERS_OWNERS has 'bi'" in result.stderr

@@ -57,6 +57,9 @@ def test_second_run_finds_new_and_activated(pipeline_env, tenant, instance):
     new = latest_metadata(instance, "new_users")
     assert new["dagster/row_count"].value == 2
     assert "Ann Example" in new["preview"].value
+    assert new["newest_created_at"].value.endswith("UTC")
+    console = latest_metadata(instance, "qlik_users")["management_console_users"].value
+    assert console == f"{tenant.url}/console/users"
     assert latest_metadata(instance, "activated_users")["new_users_count"].value == 2
 
 
