@@ -150,7 +150,7 @@ def _channel_id(url: str) -> str:
 
 
 def _channel_label(plugin) -> str:
-    """The scheme and host of the URL as apprise masks it, without user, path or query."""
+    """Return the scheme and host of the URL as apprise masks it, without user, path or query."""
     private = plugin.url(privacy=True)
     scheme, _, rest = private.partition("://")
     netloc = rest.split("/", 1)[0].split("?", 1)[0]

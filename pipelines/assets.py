@@ -270,7 +270,7 @@ def user_changes(
 
 
 def _current_snapshot(context: AssetExecutionContext) -> tuple[Path, str, str]:
-    """The snapshot of this run's qlik_users, or else the newest one whose checks passed."""
+    """Find the snapshot of this run's qlik_users, or else the newest one whose checks passed."""
     records = context.instance.fetch_materializations(
         AssetRecordsFilter(asset_key=AssetKey("qlik_users")), limit=50, ascending=False
     ).records
@@ -312,7 +312,7 @@ def newest_created_at(users: pa.Table) -> str:
 
 
 def preview_markdown(users: pa.Table, max_rows: int = PREVIEW_ROWS) -> str:
-    """A markdown table of the first users (name, email, status, created), shown literally."""
+    """Render the first users (name, email, status, created) as a markdown table, escaped."""
     if users.num_rows == 0:
         return "No users."
     lines = ["| name | email | status | created (UTC) |", "|---|---|---|---|"]

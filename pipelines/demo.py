@@ -1,8 +1,9 @@
 """Show the whole pipeline on this machine: `python -m pipelines.demo` (or `make demo`).
 
-Starts the simulated tenant and a local SMTP server on 127.0.0.1, runs the job once to set the
-baseline, adds two users and activates an invited one, runs the job again, then starts the real
-Dagster daemon so that `user_alert_sensor` delivers the alert, and prints the email received.
+Starts the simulated tenant and a local SMTP server on 127.0.0.1 and runs the job once to set the
+baseline. Then it adds two users, activates an invited one and runs the job again. Last, it
+starts the real Dagster daemon, whose `user_alert_sensor` delivers the alert, and prints the
+email received.
 Everything lives in a temporary folder that is removed at the end.
 """
 

@@ -1,7 +1,7 @@
 """Alarms about the pipeline itself: no recent extraction, or an alert sensor that keeps failing.
 
-The freshness policies on the assets show staleness in the UI; this sensor also tells the alert
-channels, once per episode, since nobody may be looking at the UI when the pipeline goes quiet.
+The freshness policies on the assets show staleness in the UI. This sensor also sends an alarm
+to the alert channels, once per episode, because the UI may go unwatched for days.
 """
 
 import datetime as dt

@@ -52,7 +52,7 @@ class QlikResource(ConfigurableResource):
     timeout_seconds: float = Field(default=30.0, description="Timeout of one request.")
     max_attempts: int = Field(default=6, description="Attempts per page before the run fails.")
     retry_timeout_seconds: float = Field(
-        default=300.0, description="Longest time spent retrying one page."
+        default=300.0, description="Maximum seconds spent retrying one page."
     )
     wait_initial_seconds: float = Field(
         default=1.0, description="First backoff between retries; it doubles up to 30 s."
@@ -138,7 +138,7 @@ class UserStoreResource(ConfigurableResource):
         return TenantStore(self.root(), tenant)
 
     def tenants(self) -> list[TenantStore]:
-        """Every tenant that has a folder under the data dir."""
+        """Return a store for every tenant that has a folder under the data dir."""
         root = self.root()
         if not root.is_dir():
             return []
@@ -154,7 +154,7 @@ class UserStoreResource(ConfigurableResource):
 
 
 class AlertResource(ConfigurableResource):
-    """Where alerts go: apprise URLs, or the tenant's outbox file when none are set."""
+    """Alert destinations: apprise URLs, or the tenant's outbox file when none are set."""
 
     urls: str | None = Field(
         default=None,

@@ -27,7 +27,7 @@ class AlertDeliveryError(Exception):
 
 
 def tenant_display_name(metadata) -> str:
-    """The tenant's host (and port, if explicit) as the admin knows it."""
+    """Return the tenant's host, and port if set, as the admin sees it in the address bar."""
     url = metadata.get("tenant_url")
     if url is None:
         return str(metadata["tenant"].value)

@@ -57,7 +57,7 @@ def sensor_interval_seconds() -> int:
 
 
 def longest_schedule_gap(cron: str, timezone: str, ticks: int = 400) -> dt.timedelta:
-    """The longest time between two runs of the schedule over its next `ticks` runs."""
+    """Return the maximum time between two runs of the schedule over its next `ticks` runs."""
     start = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc).timestamp()
     times = cron_string_iterator(start, cron, timezone)
     previous = next(times)

@@ -1,4 +1,4 @@
-"""Parquet snapshots of a tenant's users, and the folder that holds one tenant's state.
+"""Parquet snapshots of a tenant's users, and the folder that contains one tenant's state.
 
 Layout under the data dir, one folder per tenant so that many tenants can share a data dir:
 
@@ -192,7 +192,7 @@ class TenantStore:
         self.root = self.data_dir / tenant
 
     def ensure(self) -> None:
-        """Create the tenant's folder, readable by its owner only, since it holds personal data."""
+        """Create the tenant's folder, readable by its owner only, since it contains personal data."""
         for folder in (self.data_dir, self.root):
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
 

@@ -169,7 +169,7 @@ def parse_tenant_url(value: str | None, variable: str = "QLIK_TENANT_URL") -> ht
 
 
 def tenant_key(url: httpx.URL) -> str:
-    """Name of the folder that holds one tenant's state: its host, plus the port if explicit."""
+    """Return the name of the folder that contains one tenant's state: its host, and port if set."""
     host = url.host.strip("[]").lower().replace(":", "-")
     return f"{host}_{url.port}" if url.port else host
 
@@ -213,7 +213,7 @@ def describe_error_body(response: httpx.Response) -> str:
 class QlikClient:
     """Read `GET /api/v1/users` of one tenant with bounded retries.
 
-    Retries 429 (waiting as `Retry-After` says), 5xx, transport errors and mangled bodies, with
+    Retries 429 (waiting for the `Retry-After` time), 5xx, transport errors and mangled bodies, with
     exponential backoff and jitter, at most `max_attempts` times per page and `retry_timeout`
     seconds per page. Fails at once on 401, 403 and other 4xx answers.
     """
@@ -506,7 +506,7 @@ def _describe_transport_error(error: httpx.TransportError) -> str:
 
 
 def _safe_url(url: httpx.URL) -> str:
-    """The URL without query: cursors are opaque and long, and a query could carry secrets."""
+    """Return the URL without its query, since cursors are long and a query could carry secrets."""
     return str(url.copy_with(query=None, fragment=None)).rstrip("/")
 
 
