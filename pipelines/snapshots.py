@@ -192,7 +192,7 @@ class TenantStore:
         self.root = self.data_dir / tenant
 
     def ensure(self) -> None:
-        """Create the tenant's folder, readable by its owner only, since it contains personal data."""
+        """Create the tenant's folder, readable by its owner only: it contains personal data."""
         for folder in (self.data_dir, self.root):
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
 
