@@ -7,6 +7,7 @@ channel has it. A channel that fails is retried on a later call with exponential
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -123,7 +124,8 @@ class AlertChannel:
 
     @classmethod
     def from_url(cls, url: str) -> AlertChannel:
-        plugin = apprise.Apprise.instantiate(url)
+        with _redacted_logs(url):
+            plugin = apprise.Apprise.instantiate(url)
         scheme = url.split("://", 1)[0] if "://" in url else url[:10]
         if plugin is None:
             raise AlertConfigError(
@@ -291,6 +293,36 @@ class AlertQueue:
         return True, f"appended to {self.outbox}"
 
 
+class _RedactingFilter(logging.Filter):
+    """Remove a channel's secrets from the records that apprise and urllib3 log about it."""
+
+    def __init__(self, url: str):
+        super().__init__()
+        self.url = url
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage(), self.url)
+        record.args = None
+        return True
+
+
+# apprise logs whole URLs at DEBUG, and urllib3 logs each request's path, which may carry a token.
+_LOGGERS_TO_REDACT = ("apprise", "urllib3.connectionpool", "requests")
+
+
+@contextlib.contextmanager
+def _redacted_logs(url: str):
+    redacting = _RedactingFilter(url)
+    loggers = [logging.getLogger(name) for name in _LOGGERS_TO_REDACT]
+    for named_logger in loggers:
+        named_logger.addFilter(redacting)
+    try:
+        yield
+    finally:
+        for named_logger in loggers:
+            named_logger.removeFilter(redacting)
+
+
 def _notify(channel: AlertChannel, alert: Alert) -> tuple[bool, str]:
     messages = []
 
@@ -298,16 +330,17 @@ def _notify(channel: AlertChannel, alert: Alert) -> tuple[bool, str]:
         message = getattr(entry, "message", None) or str(entry)
         messages.append(message)
 
-    notifier = apprise.Apprise()
-    notifier.add(channel.url)
     try:
-        result = notifier.notify(
-            body=alert.body,
-            title=alert.title,
-            body_format=apprise.NotifyFormat.TEXT,
-            log_callback=keep_log,
-            log_level=logging.WARNING,
-        )
+        with _redacted_logs(channel.url):
+            notifier = apprise.Apprise()
+            notifier.add(channel.url)
+            result = notifier.notify(
+                body=alert.body,
+                title=alert.title,
+                body_format=apprise.NotifyFormat.TEXT,
+                log_callback=keep_log,
+                log_level=logging.WARNING,
+            )
     except Exception as error:  # noqa: BLE001 - a plugin bug must not stop the other channels
         return False, redact(f"{type(error).__name__}: {error}", channel.url)[:500]
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 from dagster import DagsterInstance, build_sensor_context
 
 from pipelines.simulator import SimulatedTenant
@@ -46,7 +47,14 @@ class SMTPServer:
         self.controller = None
 
     def start(self):
-        self.controller = Controller(self.collector, hostname="127.0.0.1", port=self.port)
+        # Accepts any login over plain SMTP, so mailto:// URLs with a password can deliver.
+        self.controller = Controller(
+            self.collector,
+            hostname="127.0.0.1",
+            port=self.port,
+            authenticator=lambda *args: AuthResult(success=True),
+            auth_require_tls=False,
+        )
         self.controller.start()
 
     def stop(self):
@@ -108,12 +116,17 @@ def pipeline_env(monkeypatch, tenant, data_dir):
     return monkeypatch
 
 
-def run_pipeline(instance):
+FAST_RETRIES = {
+    "resources": {"qlik": {"config": {"max_attempts": 3, "wait_initial_seconds": 0.01}}}
+}
+
+
+def run_pipeline(instance, run_config=None):
     """Run the scheduled job in this process, as the schedule would, and return the result."""
     from pipelines.definitions import defs
 
     job = defs.resolve_job_def("qlik_user_watch_job")
-    return job.execute_in_process(instance=instance, raise_on_error=False)
+    return job.execute_in_process(instance=instance, raise_on_error=False, run_config=run_config)
 
 
 class SensorDriver:
@@ -148,3 +161,60 @@ def wait_for(condition, timeout=10.0, interval=0.05):
             return True
         time.sleep(interval)
     return condition()
+
+
+class WebhookServer:
+    """An HTTP server on 127.0.0.1 that records the JSON posted to it by apprise's json://.
+
+    `mode` decides the answer: "ok" (200), "429", "500", or "slow" (waits `delay` seconds).
+    """
+
+    def __init__(self):
+        import http.server
+
+        self.bodies = []
+        self.attempts = 0
+        self.mode = "ok"
+        self.delay = 2.0
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", 0))
+                body = self.rfile.read(length)
+                server.attempts += 1
+                if server.mode == "slow":
+                    time.sleep(server.delay)
+                if server.mode in ("429", "500"):
+                    self.send_response(int(server.mode))
+                    if server.mode == "429":
+                        self.send_header("Retry-After", "1")
+                    self.end_headers()
+                    return
+                server.bodies.append(body)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, token="hook-token-7c1d9e", **params) -> str:
+        query = "&".join(f"{key}={value}" for key, value in params.items())
+        return f"json://127.0.0.1:{self.port}/{token}" + (f"?{query}" if query else "")
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def webhook():
+    server = WebhookServer()
+    yield server
+    server.stop()
