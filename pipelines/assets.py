@@ -138,7 +138,7 @@ def qlik_users(
         metadata[f"users_{status}"] = statuses.get(status, 0)
 
     checks = [
-        check_complete_listing(row_count, total_results),
+        check_complete_listing(row_count, total_results, pages),
         check_no_large_drop(row_count, store, config),
     ]
     metadata["checks_passed"] = all(check.passed for check in checks)

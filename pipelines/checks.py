@@ -15,7 +15,9 @@ class ExtractConfig(Config):
     """Set to true for one run to accept a larger drop, e.g. after a real clean-up of users."""
 
 
-def check_complete_listing(row_count: int, total_results: int | None) -> AssetCheckResult:
+def check_complete_listing(
+    row_count: int, total_results: int | None, pages: int
+) -> AssetCheckResult:
     if total_results is None:
         return AssetCheckResult(
             check_name="complete_listing",
@@ -27,13 +29,13 @@ def check_complete_listing(row_count: int, total_results: int | None) -> AssetCh
     return AssetCheckResult(
         check_name="complete_listing",
         passed=passed,
-        metadata={"users_read": row_count, "total_results": total_results},
+        metadata={"users_read": row_count, "total_results": total_results, "pages": pages},
         description=None
         if passed
         else (
-            f"Read {row_count} users but the tenant reports {total_results}; the listing "
-            "ended early or changed while paging. The comparison is skipped and the baseline "
-            "kept; the next run tries again"
+            f"Read {row_count} users in {pages} pages but the tenant reports {total_results}, "
+            f"so the listing ended early after page {pages} or changed while paging. The "
+            "comparison is skipped and the baseline kept; the next run tries again"
         ),
     )
 

@@ -295,6 +295,7 @@ class QlikClient:
         url = self.first_page_url
         visited = {str(url)}
         number = 1
+        empty_in_a_row = 0
 
         while True:
             page = self._fetch_page(url, number)
@@ -303,6 +304,17 @@ class QlikClient:
             next_url = self._next_url(page, url, number)
             if next_url is None:
                 return
+            # Each empty page's next link carries a new cursor, so the visited set cannot catch
+            # a tenant that keeps answering `data: []`; bound those pages instead.
+            empty_in_a_row = 0 if page.users else empty_in_a_row + 1
+            if empty_in_a_row >= self.max_attempts:
+                raise QlikPaginationError(
+                    f"Page {number} and the {empty_in_a_row - 1} pages before it were empty but "
+                    "each linked to a next page; the tenant's listing is not advancing, so the "
+                    "run stops. "
+                    "Run again later; if it persists, report it to Qlik support",
+                    page=number,
+                )
             if str(next_url) in visited:
                 raise QlikPaginationError(
                     f"Page {number} links back to a page already read ({_safe_url(next_url)}); "
@@ -416,7 +428,9 @@ class QlikClient:
 
         if status in (401, 403):
             raise QlikAuthError(
-                _auth_message(status, self.tenant_url, response), status_code=status, page=number
+                _auth_message(status, self.tenant_url, response, number),
+                status_code=status,
+                page=number,
             )
         if status == 429:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
@@ -484,16 +498,17 @@ def _parse_users_body(response: httpx.Response, number: int) -> dict:
     return body
 
 
-def _auth_message(status: int, tenant_url: httpx.URL, response: httpx.Response) -> str:
+def _auth_message(status: int, tenant_url: httpx.URL, response: httpx.Response, number: int) -> str:
     detail = describe_error_body(response)
+    where = f"Page {number} of {_safe_url(tenant_url)}{USERS_PATH}"
     if status == 401:
         return (
-            f"{_safe_url(tenant_url)} rejected the API key with 401 ({detail}). QLIK_API_KEY is "
+            f"{where}: the tenant rejected the API key with 401 ({detail}). QLIK_API_KEY is "
             "missing, expired or revoked (deleting the key's owner revokes it): generate a new "
             "key in the tenant's profile settings under API keys and update QLIK_API_KEY"
         )
     return (
-        f"{_safe_url(tenant_url)} answered 403 ({detail}): the key's owner may not list all "
+        f"{where}: the tenant answered 403 ({detail}), so the key's owner may not list all "
         "users. Give the owner a user-admin level role (and a role with the 'Manage API keys' "
         "permission to create keys), then run again"
     )
