@@ -76,8 +76,10 @@ def _fail(error: Exception) -> Failure:
     owners=OWNERS,
     description=(
         "Every user of the Qlik Cloud tenant, as listed by GET /api/v1/users: one row per user "
-        "with id, name, email, status (active, invited, ...) and creation time. Each "
-        "materialization writes a new immutable Parquet snapshot."
+        "with id, name, email, status (active, invited, disabled, deleted or provisioned, the "
+        "last for users created by the identity provider through SCIM) and creation time. "
+        "Each materialization writes a new immutable Parquet snapshot. Plotted metadata: "
+        "users per status (users_active, users_invited, ...), pages read and retries needed."
     ),
     check_specs=[
         AssetCheckSpec(
@@ -180,8 +182,9 @@ def _extract_snapshot(context, qlik: QlikResource, store: TenantStore):
             owners=OWNERS,
             description=(
                 "Users who joined the tenant since the last comparison: users of the newest "
-                "qlik_users snapshot whose id is not in the baseline snapshot. Invited users "
-                "count as new when they are first listed."
+                "qlik_users snapshot whose id is not in the baseline (the snapshot that the "
+                "last successful comparison used). Invited users count as new when they are "
+                "first listed; newest_created_at tells when the latest of them was created."
             ),
         ),
         AssetSpec(
@@ -193,7 +196,8 @@ def _extract_snapshot(context, qlik: QlikResource, store: TenantStore):
             owners=OWNERS,
             description=(
                 "Users who accepted their invite since the last comparison: status was "
-                "'invited' in the baseline snapshot and is 'active' in the newest one."
+                "'invited' in the baseline (the snapshot that the last successful comparison "
+                "used) and is 'active' in the newest snapshot."
             ),
         ),
     ],

@@ -2,6 +2,7 @@
 
 import pyarrow.parquet as pq
 from dagster import AssetCheckResult, AssetCheckSeverity, Config
+from pydantic import Field
 
 from pipelines.snapshots import TenantStore
 
@@ -9,10 +10,18 @@ from pipelines.snapshots import TenantStore
 class ExtractConfig(Config):
     """Run settings of qlik_users, for an operator launching a run by hand."""
 
-    max_drop_share: float = 0.2
-    """Largest share of users that may disappear since the baseline before the run stops."""
-    allow_large_drop: bool = False
-    """Set to true for one run to accept a larger drop, e.g. after a real clean-up of users."""
+    max_drop_share: float = Field(
+        default=0.2,
+        ge=0.0,
+        le=1.0,
+        description="Maximum share of the baseline's users that may disappear before the "
+        "no_large_drop check stops the run (0.2 = 20%).",
+    )
+    allow_large_drop: bool = Field(
+        default=False,
+        description="Set to true for one run to accept a larger drop, e.g. after a real "
+        "clean-up of users in the tenant.",
+    )
 
 
 def check_complete_listing(

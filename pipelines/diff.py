@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.snapshots import Baseline, TenantStore, read_snapshot
+from pipelines.snapshots import Baseline, TenantStore, read_snapshot, snapshot_time
 
 
 def find_new_users(current: pa.Table, baseline: pa.Table) -> pa.Table:
@@ -54,7 +54,8 @@ def compare_with_baseline(store: TenantStore, snapshot_path: Path) -> Comparison
             empty,
             empty,
             None,
-            f"First comparison: {snapshot_path.name} becomes the baseline, no alert.",
+            f"First comparison: the snapshot of {snapshot_time(snapshot_path)} becomes the "
+            "baseline, no alert.",
             True,
         )
     # Snapshot names sort by time: an older snapshot than the baseline was overtaken by a
@@ -64,8 +65,8 @@ def compare_with_baseline(store: TenantStore, snapshot_path: Path) -> Comparison
             empty,
             empty,
             baseline,
-            f"{snapshot_path.name} is not newer than the baseline "
-            f"{baseline.snapshot.name}; nothing to report.",
+            f"The snapshot of {snapshot_time(snapshot_path)} is not newer than the baseline "
+            f"of {snapshot_time(baseline.snapshot)}, so there is nothing to report.",
             False,
         )
 
@@ -73,7 +74,7 @@ def compare_with_baseline(store: TenantStore, snapshot_path: Path) -> Comparison
     new_users = find_new_users(current, previous)
     activated_users = find_activated_users(current, previous)
     note = (
-        f"{new_users.num_rows} new and {activated_users.num_rows} activated users since "
-        f"{baseline.snapshot.name}"
+        f"{new_users.num_rows} new and {activated_users.num_rows} activated users since the "
+        f"snapshot of {snapshot_time(baseline.snapshot)}"
     )
     return Comparison(new_users, activated_users, baseline, note, True)

@@ -78,8 +78,10 @@ def enqueue_alerts(
     default_status=DefaultSensorStatus.RUNNING,
     description=(
         "Sends one alert per run that found new or activated users, to every URL in "
-        "QLIK_ALERT_URLS (or to the outbox file in the data dir). A channel that fails is "
-        "retried on later ticks until it takes the alert; the tick shows the failure."
+        "QLIK_ALERT_URLS (or to the outbox file in the data dir). It sends alerts itself and "
+        "never requests runs, so its ticks show '0 runs requested'; each tick's message counts "
+        "the alerts queued and delivered. A channel that fails is retried on later ticks until "
+        "it takes the alert, and the tick shows the failure."
     ),
 )
 def user_alert_sensor(

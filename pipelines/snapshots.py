@@ -149,6 +149,15 @@ class SnapshotWriter:
             self._temporary.unlink(missing_ok=True)
 
 
+def snapshot_time(path: Path) -> str:
+    """Return when a snapshot was taken, read from its name, as `2026-12-04 17:00 UTC`."""
+    try:
+        taken = dt.datetime.strptime(path.stem, "users-%Y%m%dT%H%M%S%fZ")
+    except ValueError:
+        return path.name
+    return taken.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def read_snapshot(path: Path) -> pa.Table:
     """Read a snapshot, checking it has the columns the comparison needs."""
     try:
