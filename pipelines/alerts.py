@@ -31,7 +31,9 @@ MAX_TITLE_LENGTH = 120
 MAX_NAME_LENGTH = 200
 DEFAULT_MAX_LISTED = 50
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+# Control characters, line and paragraph separators, and the bidirectional overrides that can
+# make a name display reversed.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]+")
 
 
 class AlertConfigError(Exception):
@@ -72,12 +74,7 @@ def build_alert(
     max_listed: int = DEFAULT_MAX_LISTED,
 ) -> Alert:
     """Build the title and plain-text body of the alert for one comparison."""
-    parts = []
-    if new_users.num_rows:
-        parts.append(_count(new_users.num_rows, "new user"))
-    if activated_users.num_rows:
-        parts.append(_count(activated_users.num_rows, "activated user"))
-    title = clean_text(f"{' and '.join(parts)} in {tenant}", MAX_TITLE_LENGTH)
+    title = alert_title(tenant, new_users.num_rows, activated_users.num_rows)
 
     sections = [f"Qlik Cloud tenant: {tenant}"]
     if new_users.num_rows:
@@ -97,6 +94,28 @@ def build_alert(
         sections.append(f"Full lists: {changes_dir}")
 
     return Alert(title=title, body="\n\n".join(sections) + "\n")
+
+
+def alert_title(tenant: str, new_count: int, activated_count: int) -> str:
+    parts = []
+    if new_count:
+        parts.append(_count(new_count, "new user"))
+    if activated_count:
+        parts.append(_count(activated_count, "activated user"))
+    return clean_text(f"{' and '.join(parts)} in {tenant}", MAX_TITLE_LENGTH)
+
+
+def build_counts_alert(
+    tenant: str, new_count: int, activated_count: int, run_id: str, reason: str
+) -> Alert:
+    """Build an alert from the counts alone, when the lists of users can no longer be read."""
+    body = (
+        f"Qlik Cloud tenant: {tenant}\n\n"
+        f"New users: {new_count}\nActivated users, invite accepted: {activated_count}\n\n"
+        f"The lists of these users could not be read ({reason}). The new_users and "
+        f"activated_users materializations of Dagster run {run_id} show previews of them.\n"
+    )
+    return Alert(title=alert_title(tenant, new_count, activated_count), body=body)
 
 
 def _user_section(heading: str, users: pa.Table, max_listed: int, show_status: bool) -> str:
@@ -124,16 +143,29 @@ class AlertChannel:
 
     @classmethod
     def from_url(cls, url: str) -> AlertChannel:
-        with _redacted_logs(url):
-            plugin = apprise.Apprise.instantiate(url)
         scheme = url.split("://", 1)[0] if "://" in url else url[:10]
-        if plugin is None:
+        authority = url.split("://", 1)[-1].split("/", 1)[0].split("?", 1)[0]
+        if authority.count("@") > 1:
             raise AlertConfigError(
-                f"QLIK_ALERT_URLS has an entry starting with {scheme!r}:// that apprise cannot "
-                "use; check its spelling against the apprise URL formats "
+                f"QLIK_ALERT_URLS has a {scheme}:// entry with more than one '@' before the "
+                "host; percent-encode '@' inside a user name or password as %40"
+            )
+
+        with (
+            _redacted_logs(url),
+            apprise.LogCapture(level=logging.WARNING, fmt="%(message)s") as captured,
+        ):
+            plugin = apprise.Apprise.instantiate(url)
+        if plugin is None:
+            reason = redact(" ".join(captured.getvalue().split()), url)[:300]
+            raise AlertConfigError(
+                f"QLIK_ALERT_URLS has a {scheme}:// entry that apprise cannot use"
+                f"{f' ({reason})' if reason else ''}; check it against the apprise URL formats "
                 "(mailto://, slack://, msteams://, json://, ...)"
             )
-        return cls(url=url, id=_channel_id(url), label=_channel_label(plugin))
+        # apprise normalizes the URL (case, defaults, trailing slash), so one destination
+        # written two ways is one channel.
+        return cls(url=url, id=_channel_id(plugin.url()), label=_channel_label(plugin))
 
 
 def parse_alert_channels(text: str | None) -> list[AlertChannel]:
@@ -206,12 +238,16 @@ class AlertQueue:
     def outbox(self) -> Path:
         return self.alerts_dir / "outbox.txt"
 
+    def has(self, run_id: str) -> bool:
+        """Whether the alert of `run_id` is already waiting or delivered."""
+        _check_run_id(run_id)
+        return (self.pending_dir / f"{run_id}.json").exists() or (
+            self.sent_dir / f"{run_id}.json"
+        ).exists()
+
     def enqueue(self, run_id: str, alert: Alert) -> bool:
         """Store the alert of `run_id` unless it is already waiting or delivered."""
-        _check_run_id(run_id)
-        if (self.pending_dir / f"{run_id}.json").exists() or (
-            self.sent_dir / f"{run_id}.json"
-        ).exists():
+        if self.has(run_id):
             return False
         record = {
             "run_id": run_id,
@@ -232,9 +268,27 @@ class AlertQueue:
         """Try every waiting alert on every channel that does not have it yet and is due."""
         results = []
         for path in self.pending():
-            record = json.loads(path.read_text())
+            try:
+                record = _load_record(path)
+            except (ValueError, KeyError, TypeError) as error:
+                results.append(self._set_aside(path, error))
+                continue
             results.extend(self._deliver_record(path, record, channels))
         return results
+
+    def _set_aside(self, path: Path, error: Exception) -> DeliveryResult:
+        """Rename an unreadable alert record, so that it stops blocking the others."""
+        invalid = path.with_suffix(".invalid")
+        path.replace(invalid)
+        logger.error("Alert record %s is invalid (%s); moved it to %s", path, error, invalid)
+        return DeliveryResult(
+            path.stem,
+            "all channels",
+            False,
+            f"alert record {path} is invalid ({type(error).__name__}: {error}); it was moved "
+            f"to {invalid}. The sensor queues the run's alert again while the run's results "
+            "are kept; otherwise repair the file and rename it back to .json",
+        )
 
     def _deliver_record(self, path: Path, record: dict, channels: list[AlertChannel]):
         targets = channels or [None]
@@ -247,6 +301,11 @@ class AlertQueue:
             )
             if state["delivered_at"] or not self._is_due(state):
                 continue
+
+            # NOTE: the attempt is saved before sending, so that a record which cannot be
+            # saved (full disk, read-only folder) is never sent again and again.
+            state["attempt_started_at"] = _now().isoformat()
+            write_atomically(path, _dump(record))
 
             alert = Alert(title=record["title"], body=record["body"])
             if channel is None:
@@ -348,6 +407,14 @@ def _notify(channel: AlertChannel, alert: Alert) -> tuple[bool, str]:
         return True, "delivered"
     detail = "; ".join(messages[-3:]) or "apprise reported a failed delivery"
     return False, redact(detail, channel.url)[:500]
+
+
+def _load_record(path: Path) -> dict:
+    record = json.loads(path.read_text())
+    for key, kind in (("run_id", str), ("title", str), ("body", str), ("channels", dict)):
+        if not isinstance(record.get(key), kind):
+            raise ValueError(f"'{key}' is missing or not a {kind.__name__}")
+    return record
 
 
 def _check_run_id(run_id: str) -> None:

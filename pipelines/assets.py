@@ -64,6 +64,14 @@ COLUMN_SCHEMA = TableSchema(
 )
 
 
+def _data_dir_error(user_store: UserStoreResource, error: OSError) -> Exception:
+    return SnapshotError(
+        f"Could not write under the data dir {user_store.root()} ({type(error).__name__}: "
+        f"{error.strerror or error}, {error.filename}); point QLIK_USERS_DATA_DIR at a folder "
+        "this process can write, with free space"
+    )
+
+
 def _fail(error: Exception) -> Failure:
     return Failure(description=str(error), allow_retries=False)
 
@@ -115,6 +123,8 @@ def qlik_users(
         snapshot = _extract_snapshot(context, qlik, store)
     except (QlikError, SnapshotError) as error:
         raise _fail(error) from None
+    except OSError as error:
+        raise _fail(_data_dir_error(user_store, error)) from None
 
     path, pages, retries, total_results, statuses = snapshot
     row_count = sum(statuses.values())
@@ -227,6 +237,8 @@ def user_changes(
             )
         except (SnapshotError, AlertConfigError) as error:
             raise _fail(error) from None
+        except OSError as error:
+            raise _fail(_data_dir_error(user_store, error)) from None
         context.log.info(f"{comparison.note} ({tenant})")
 
         common = {
@@ -320,7 +332,8 @@ def preview_markdown(users: pa.Table, max_rows: int = PREVIEW_ROWS) -> str:
     if users.num_rows == 0:
         return "No users."
     lines = ["| name | email | status | created (UTC) |", "|---|---|---|---|"]
-    for user in users.slice(0, max_rows).to_pylist():
+    columns = ["name", "email", "status", "created_at"]
+    for user in users.slice(0, max_rows).select(columns).to_pylist():
         created = user["created_at"].strftime("%Y-%m-%d %H:%M") if user["created_at"] else ""
         cells = [user["name"], user["email"], user["status"], created]
         lines.append("| " + " | ".join(_markdown_cell(cell) for cell in cells) + " |")

@@ -1,10 +1,9 @@
 """Checks on each users extract, run before the comparison may use it."""
 
-import pyarrow.parquet as pq
 from dagster import AssetCheckResult, AssetCheckSeverity, Config
 from pydantic import Field
 
-from pipelines.snapshots import TenantStore
+from pipelines.snapshots import SnapshotError, TenantStore
 
 
 class ExtractConfig(Config):
@@ -50,15 +49,18 @@ def check_complete_listing(
 
 
 def check_no_large_drop(row_count: int, store: TenantStore, config: ExtractConfig):
-    baseline = store.read_baseline()
-    if baseline is None or not baseline.snapshot.exists():
-        return AssetCheckResult(
-            check_name="no_large_drop",
-            passed=True,
-            description="No baseline yet, nothing to compare with.",
-        )
+    try:
+        baseline = store.read_baseline()
+        if baseline is None:
+            return AssetCheckResult(
+                check_name="no_large_drop",
+                passed=True,
+                description="No baseline yet, nothing to compare with.",
+            )
+        previous = store.read_baseline_snapshot(baseline).num_rows
+    except SnapshotError as error:
+        return AssetCheckResult(check_name="no_large_drop", passed=False, description=str(error))
 
-    previous = pq.ParquetFile(baseline.snapshot).metadata.num_rows
     drop = (previous - row_count) / previous if previous else 0.0
     passed = drop <= config.max_drop_share or config.allow_large_drop
     return AssetCheckResult(

@@ -70,7 +70,7 @@ def compare_with_baseline(store: TenantStore, snapshot_path: Path) -> Comparison
             False,
         )
 
-    previous = read_snapshot(baseline.snapshot)
+    previous = store.read_baseline_snapshot(baseline)
     new_users = find_new_users(current, previous)
     activated_users = find_activated_users(current, previous)
     note = (

@@ -149,8 +149,10 @@ class UserStoreResource(ConfigurableResource):
         ]
 
     def health_dir(self) -> Path:
-        """Folder of the pipeline's own health records and alarms, beside the tenants."""
-        return self.root() / ".health"
+        """Return the folder of the pipeline's own health records and alarms, beside tenants."""
+        root = self.root()
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return root / ".health"
 
 
 class AlertResource(ConfigurableResource):

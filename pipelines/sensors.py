@@ -13,11 +13,11 @@ from dagster import (
     sensor,
 )
 
-from pipelines.alerts import DeliveryResult, build_alert
+from pipelines.alerts import Alert, DeliveryResult, build_alert, build_counts_alert
 from pipelines.health import SensorHealth
 from pipelines.resources import AlertResource, UserStoreResource
 from pipelines.settings import sensor_interval_seconds
-from pipelines.snapshots import read_snapshot
+from pipelines.snapshots import SnapshotError, read_snapshot
 
 RECORDS_PER_TICK = 100
 
@@ -50,26 +50,48 @@ def enqueue_alerts(
     seen = queued = 0
     for record in result.records:
         seen += 1
+        cursor["storage_id"] = record.storage_id
         metadata = record.asset_materialization.metadata
         activated_count = metadata["dagster/row_count"].value
         new_count = metadata["new_users_count"].value
-        if new_count or activated_count:
-            store = user_store.for_tenant(str(metadata["tenant"].value))
-            changes_dir = Path(metadata["path"].value).parent
-            alert = build_alert(
-                tenant_display_name(metadata),
-                read_snapshot(changes_dir / "new_users.parquet"),
-                read_snapshot(changes_dir / "activated_users.parquet"),
-                changes_dir=changes_dir,
-                max_listed=alerts.max_listed_users,
-            )
-            if alerts.queue(store).enqueue(record.run_id, alert):
-                queued += 1
-                context.log.info(f"Queued alert for run {record.run_id}: {alert.title}")
-        cursor["storage_id"] = record.storage_id
+        if not (new_count or activated_count):
+            continue
+
+        queue = alerts.queue(user_store.for_tenant(str(metadata["tenant"].value)))
+        if queue.has(record.run_id):
+            continue
+        alert = _build_run_alert(context, metadata, record.run_id, alerts.max_listed_users)
+        if queue.enqueue(record.run_id, alert):
+            queued += 1
+            context.log.info(f"Queued alert for run {record.run_id}: {alert.title}")
 
     context.update_cursor(json.dumps(cursor))
     return seen, queued
+
+
+def _build_run_alert(context, metadata, run_id: str, max_listed: int) -> Alert:
+    tenant = tenant_display_name(metadata)
+    changes_dir = Path(metadata["path"].value).parent
+    try:
+        return build_alert(
+            tenant,
+            read_snapshot(changes_dir / "new_users.parquet"),
+            read_snapshot(changes_dir / "activated_users.parquet"),
+            changes_dir=changes_dir,
+            max_listed=max_listed,
+        )
+    except SnapshotError as error:
+        context.log.warning(
+            f"Alert of run {run_id} is sent with counts only, since its user lists are "
+            f"unreadable: {error}"
+        )
+        return build_counts_alert(
+            tenant,
+            metadata["new_users_count"].value,
+            metadata["dagster/row_count"].value,
+            run_id,
+            f"{changes_dir} is missing or unreadable",
+        )
 
 
 @sensor(

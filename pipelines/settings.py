@@ -8,6 +8,7 @@ import datetime as dt
 import os
 import zoneinfo
 
+from dagster._core.definitions.utils import is_valid_owner
 from dagster._utils.schedules import cron_string_iterator, is_valid_cron_string
 
 CRON_VARIABLE = "QLIK_USERS_CRON"
@@ -73,7 +74,7 @@ def asset_owners() -> list[str]:
     """QLIK_USERS_OWNERS: emails or `team:name` entries, separated by commas or spaces."""
     owners = os.environ.get(OWNERS_VARIABLE, "").replace(",", " ").split()
     for owner in owners:
-        if not (owner.startswith("team:") and len(owner) > 5) and "@" not in owner:
+        if not is_valid_owner(owner):
             raise ValueError(
                 f"{OWNERS_VARIABLE} has {owner!r}, which is neither an email address nor "
                 "'team:<name>'; use e.g. 'admin@example.com team:bi-platform'"

@@ -86,7 +86,7 @@ def users_to_batch(users: list[dict]) -> pa.RecordBatch:
         "subject": [_as_text(user.get("subject")) for user in users],
         "name": [_as_text(user.get("name")) for user in users],
         "email": [_as_text(user.get("email")) for user in users],
-        "status": [_as_text(user.get("status")) for user in users],
+        "status": [_as_status(user.get("status")) for user in users],
     }
     arrays = [pa.array(columns[name], pa.string()) for name in columns]
 
@@ -233,7 +233,14 @@ class TenantStore:
         """
         self.ensure()
         deadline = time.monotonic() + timeout
-        with open(self.root / ".lock", "a") as handle:
+        try:
+            handle = open(self.root / ".lock", "a")
+        except OSError as error:
+            raise SnapshotError(
+                f"Could not open the lock file {self.root / '.lock'} ({error.strerror or error}); "
+                "remove whatever is at that path and make the folder writable, then run again"
+            ) from None
+        with handle:
             while True:
                 try:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -269,9 +276,25 @@ class TenantStore:
         if changes_root.is_dir() and keep > 0:
             folders = sorted(changes_root.iterdir(), key=lambda path: path.stat().st_mtime)
             for folder in folders[:-keep]:
+                if self._alert_outstanding(folder):
+                    continue
                 shutil.rmtree(folder, ignore_errors=True)
                 deleted.append(folder)
         return deleted
+
+    def _alert_outstanding(self, changes_dir: Path) -> bool:
+        """Whether a run found changes whose alert has not been delivered everywhere yet."""
+        if (self.alerts_dir / "sent" / f"{changes_dir.name}.json").exists():
+            return False
+        if (self.alerts_dir / "pending" / f"{changes_dir.name}.json").exists():
+            return True
+        for name in ("new_users.parquet", "activated_users.parquet"):
+            try:
+                if pq.ParquetFile(changes_dir / name).metadata.num_rows:
+                    return True
+            except (OSError, pa.ArrowInvalid):
+                continue
+        return False
 
     def snapshots(self) -> list[Path]:
         """Complete snapshots, oldest first."""
@@ -284,15 +307,30 @@ class TenantStore:
             return None
         try:
             state = json.loads(self.baseline_file.read_text())
+            relative = Path(state["snapshot"])
+            if relative.is_absolute() or ".." in relative.parts:
+                raise ValueError(f"snapshot {str(relative)!r} is not inside {self.root}")
             return Baseline(
-                snapshot=self.root / state["snapshot"],
-                run_id=state["run_id"],
-                updated_at=state["updated_at"],
+                snapshot=self.root / relative,
+                run_id=str(state["run_id"]),
+                updated_at=str(state["updated_at"]),
             )
         except (ValueError, KeyError, TypeError) as error:
             raise SnapshotError(
                 f"{self.baseline_file} is not a valid baseline record ({error}); restore it from "
                 "a backup, or delete it to make the next run set a new baseline without alerts"
+            ) from None
+
+    def read_baseline_snapshot(self, baseline: Baseline) -> pa.Table:
+        """Read the baseline's snapshot, saying how to recover when it is gone or unreadable."""
+        try:
+            return read_snapshot(baseline.snapshot)
+        except SnapshotError as error:
+            raise SnapshotError(
+                f"{self.baseline_file} points at {baseline.snapshot}, which is missing or "
+                f"unreadable ({error}). Restore that file, or delete {self.baseline_file} to "
+                f"set a new baseline; changes since {baseline.updated_at} will then not be "
+                "reported"
             ) from None
 
     def write_baseline(self, snapshot: Path, run_id: str) -> Baseline:
@@ -351,11 +389,25 @@ def _parse_timestamps(values: list, field: str) -> pa.Array:
     )
 
 
+# Up to 9999-12-31, the last second a Python datetime can hold, so previews never overflow.
+_MAX_UNIX_SECONDS = 253402300799
+
+
 def _parse_unix_seconds(values: list) -> pa.Array:
     seconds = []
     for value in values:
         try:
-            seconds.append(int(value) if value is not None else None)
-        except (TypeError, ValueError):
-            seconds.append(None)
+            number = int(value) if value is not None else None
+        except (TypeError, ValueError, OverflowError):
+            number = None
+        if number is not None and not 0 <= number <= _MAX_UNIX_SECONDS:
+            logger.warning("Ignoring inviteExpiry %r: not Unix seconds in 1970..9999", value)
+            number = None
+        seconds.append(number)
     return pa.array(seconds, pa.int64()).cast(pa.timestamp("s", tz="UTC"))
+
+
+def _as_status(value) -> str | None:
+    # Qlik sends lowercase statuses; folding case keeps "Invited" -> "active" an activation.
+    text = _as_text(value)
+    return text.strip().lower() if text is not None else None

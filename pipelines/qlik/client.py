@@ -17,6 +17,7 @@ import email.utils
 import ipaddress
 import json
 import logging
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ from pipelines.qlik.errors import (
 )
 
 logger = logging.getLogger(__name__)
+
+# Printable ASCII without spaces: what an HTTP header value can carry unchanged.
+_API_KEY_CHARACTERS = re.compile(r"[\x21-\x7e]+")
 
 USERS_PATH = "/api/v1/users"
 MAX_PAGE_SIZE = 100
@@ -159,6 +163,10 @@ def parse_tenant_url(value: str | None, variable: str = "QLIK_TENANT_URL") -> ht
             f"{variable}={text!r} uses http:// for a remote host, which would send the API key "
             "unencrypted; use https://"
         )
+    if url.port == 0:
+        raise QlikConfigError(
+            f"{variable}={text!r} has port 0; give the tenant's real port or none"
+        )
     if url.path not in ("", "/") or url.query or url.fragment:
         raise QlikConfigError(
             f"{variable}={text!r} has a path or query; give only the tenant's base address, "
@@ -170,7 +178,14 @@ def parse_tenant_url(value: str | None, variable: str = "QLIK_TENANT_URL") -> ht
 
 def tenant_key(url: httpx.URL) -> str:
     """Return the name of the folder that contains one tenant's state: its host, and port if set."""
-    host = url.host.strip("[]").lower().replace(":", "-")
+    host = url.host.strip("[]").lower()
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is not None and address.version == 6:
+        # One folder per address however it is written, and no name starting with "-".
+        host = "ipv6-" + address.exploded.replace(":", "-")
     return f"{host}_{url.port}" if url.port else host
 
 
@@ -239,6 +254,11 @@ class QlikClient:
             raise QlikConfigError(
                 "QLIK_API_KEY is empty; create an API key in the tenant's profile settings "
                 "and set it in .env or the deployment's environment"
+            )
+        if not _API_KEY_CHARACTERS.fullmatch(api_key.strip()):
+            raise QlikConfigError(
+                "QLIK_API_KEY contains a space, line break or non-ASCII character, which an "
+                "HTTP header cannot carry; paste the key again on one line, without quotes"
             )
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise QlikConfigError(
@@ -404,7 +424,10 @@ class QlikClient:
             if error.retry_after is not None:
                 return error.retry_after
             return True
-        return isinstance(error, httpx.TransportError)
+        # A request this client cannot even build fails the same way every time.
+        return isinstance(error, httpx.TransportError) and not isinstance(
+            error, httpx.LocalProtocolError
+        )
 
     def _gave_up(self, number: int, reason: str, attempts: int, started: float) -> QlikAPIError:
         elapsed = time.monotonic() - started
@@ -516,6 +539,9 @@ def _auth_message(status: int, tenant_url: httpx.URL, response: httpx.Response, 
 
 def _describe_transport_error(error: httpx.TransportError) -> str:
     kind = type(error).__name__
+    if isinstance(error, httpx.LocalProtocolError):
+        # Its text quotes the offending header, which may be the Authorization header.
+        return f"{kind} (the request could not be built)"
     text = str(error) or "no detail"
     return f"{kind} ({text[:200]})"
 
