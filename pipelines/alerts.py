@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import os
 import re
 import unicodedata
 import urllib.parse
@@ -22,7 +23,7 @@ import apprise
 import pyarrow as pa
 from apprise.utils.parse import parse_urls
 
-from pipelines.snapshots import write_atomically
+from pipelines.snapshots import make_private_dirs, write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -345,9 +346,11 @@ class AlertQueue:
         return _now() + dt.timedelta(seconds=delay)
 
     def _append_to_outbox(self, run_id: str, alert: Alert) -> tuple[bool, str]:
-        self.outbox.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dirs(self.outbox.parent)
         entry = f"=== {_now().isoformat()} run {run_id}\n{alert.title}\n\n{alert.body}\n"
-        with open(self.outbox, "a", encoding="utf-8") as file:
+        # Owner-only, like every other file that contains names and emails.
+        handle = os.open(self.outbox, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with open(handle, "a", encoding="utf-8") as file:
             file.write(entry)
         return True, f"appended to {self.outbox}"
 

@@ -22,6 +22,7 @@ from dagster import (
     asset,
     multi_asset,
 )
+from dagster._cli.utils import TMP_DAGSTER_HOME_PREFIX
 
 from pipelines.alerts import AlertConfigError
 from pipelines.checks import ExtractConfig, check_complete_listing, check_no_large_drop
@@ -220,6 +221,7 @@ def user_changes(
     """Compare the newest snapshot with the baseline, then make the newest the baseline."""
     run_id = context.run.run_id
     try:
+        _check_instance_is_kept(context.instance)
         snapshot_path, tenant, tenant_url = _current_snapshot(context)
         store = user_store.for_tenant(tenant)
     except (SnapshotError, QlikError) as error:
@@ -283,6 +285,23 @@ def user_changes(
         deleted = store.prune(user_store.snapshots_to_keep())
         if deleted:
             context.log.info(f"Deleted {len(deleted)} old snapshots and result folders")
+
+
+def _check_instance_is_kept(instance) -> None:
+    """Refuse to move the baseline in a Dagster instance that is thrown away after the run.
+
+    The alert sensor finds changes in the instance's event log. A run recorded in a temporary
+    instance would move the baseline while its changes are never alerted.
+    """
+    root = Path(instance.root_directory) if instance.root_directory else None
+    temporary = root is not None and root.name.startswith(TMP_DAGSTER_HOME_PREFIX)
+    if instance.is_ephemeral or temporary:
+        raise SnapshotError(
+            "This run uses a temporary Dagster instance because DAGSTER_HOME is not set, so the "
+            "alert sensor would never see its changes while the baseline moved past them. Set "
+            "DAGSTER_HOME to the instance folder the daemon uses (make dev uses "
+            "$PWD/.dagster_home) and run again"
+        )
 
 
 def _current_snapshot(context: AssetExecutionContext) -> tuple[Path, str, str]:

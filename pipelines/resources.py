@@ -15,7 +15,7 @@ from pydantic import Field
 
 from pipelines.alerts import AlertChannel, AlertQueue, parse_alert_channels
 from pipelines.qlik import QlikClient, QlikConfigError, parse_tenant_url, tenant_key
-from pipelines.snapshots import TenantStore
+from pipelines.snapshots import TenantStore, make_private_dirs
 
 TENANT_URL_VARIABLE = "QLIK_TENANT_URL"
 API_KEY_VARIABLE = "QLIK_API_KEY"
@@ -151,7 +151,7 @@ class UserStoreResource(ConfigurableResource):
     def health_dir(self) -> Path:
         """Return the folder of the pipeline's own health records and alarms, beside tenants."""
         root = self.root()
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dirs(root)
         return root / ".health"
 
 

@@ -64,9 +64,23 @@ class SnapshotError(Exception):
     """A snapshot or a tenant's state file is missing, unreadable or inconsistent."""
 
 
+def make_private_dirs(path: Path) -> None:
+    """Create `path` and any missing parents with mode 0700, since they hold personal data.
+
+    `Path.mkdir(parents=True, mode=...)` applies the mode to the last folder only.
+    """
+    missing = []
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing.append(folder)
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+
+
 def write_atomically(path: Path, data: bytes) -> None:
     """Write `data` to `path` through a temporary file in the same folder, then rename it."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dirs(path.parent)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as file:
@@ -112,7 +126,7 @@ class SnapshotWriter:
         self.path = path
         self.row_count = 0
         self._ids: dict[str, int] = {}
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dirs(path.parent)
         handle, temporary = tempfile.mkstemp(
             dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
         )
@@ -203,7 +217,7 @@ class TenantStore:
     def ensure(self) -> None:
         """Create the tenant's folder, readable by its owner only: it contains personal data."""
         for folder in (self.data_dir, self.root):
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_private_dirs(folder)
 
     @property
     def snapshots_dir(self) -> Path:
@@ -234,7 +248,7 @@ class TenantStore:
         self.ensure()
         deadline = time.monotonic() + timeout
         try:
-            handle = open(self.root / ".lock", "a")
+            handle = open(os.open(self.root / ".lock", os.O_WRONLY | os.O_CREAT, 0o600), "w")
         except OSError as error:
             raise SnapshotError(
                 f"Could not open the lock file {self.root / '.lock'} ({error.strerror or error}); "

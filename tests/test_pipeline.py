@@ -272,3 +272,44 @@ def test_two_runs_at_once_report_each_user_once(pipeline_env, tenant, dagster_ho
     for folder in (tenant_dir / "changes").iterdir():
         reported += pq.read_table(folder / "new_users.parquet")["id"].to_pylist()
     assert sorted(reported) == sorted(added)
+
+
+def test_cli_run_without_dagster_home_keeps_baseline(pipeline_env, tenant, tmp_path, data_dir):
+    """A temporary instance would hide the run from the alert sensor, so nothing may move."""
+    tenant.seed_users(20)
+    env = {key: value for key, value in os.environ.items() if key != "DAGSTER_HOME"}
+    command = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "pipelines.definitions",
+        "--select",
+        "qlik_users*",
+    ]
+
+    result = subprocess.run(
+        command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180
+    )
+
+    assert result.returncode != 0
+    assert "DAGSTER_HOME is not set" in result.stdout + result.stderr
+    assert list(data_dir.glob("*/baseline.json")) == []
+
+
+def test_every_folder_and_file_is_owner_only(pipeline_env, tenant, instance, data_dir):
+    tenant.seed_users(20)
+    assert run_pipeline(instance).success
+    tenant.add_user("Private Pat", "pat@example.com")
+    assert run_pipeline(instance).success
+    from tests.conftest import SensorDriver
+
+    SensorDriver(instance).tick()
+
+    paths = [data_dir, *data_dir.rglob("*")]
+    assert any(path.name == "outbox.txt" for path in paths)
+    for path in paths:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode & 0o077 == 0, f"{path} has mode {oct(mode)}"
