@@ -9,7 +9,7 @@ import sys
 import pyarrow.parquet as pq
 from dagster import AssetKey
 
-from tests.conftest import API_KEY, run_pipeline
+from tests.conftest import API_KEY, FAST_RETRIES, run_pipeline
 
 
 def latest_metadata(instance, key):
@@ -313,3 +313,19 @@ def test_every_folder_and_file_is_owner_only(pipeline_env, tenant, instance, dat
     for path in paths:
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode & 0o077 == 0, f"{path} has mode {oct(mode)}"
+
+
+def test_run_log_shows_progress_and_retries(pipeline_env, tenant, instance):
+    tenant.seed_users(1050)
+    tenant.inject_fault("503", page=4, times=1)
+
+    result = run_pipeline(instance, FAST_RETRIES)
+
+    assert result.success
+    messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    progress = [m for m in messages if m.startswith("Fetched 10 pages")]
+    retries = [m for m in messages if "Retrying page 4" in m]
+    assert progress == ["Fetched 10 pages, 1000 users so far"]
+    assert len(retries) == 1
+    assert "503" in retries[0]
+    assert not [m for m in messages if "HTTP Request" in m or m.startswith("GET ")]
