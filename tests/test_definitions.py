@@ -131,3 +131,19 @@ def test_invalid_owner_names_variable():
     result = load_in_subprocess(QLIK_USERS_OWNERS="bi platform")
 
     assert "QLIK_USERS_OWNERS has 'bi'" in result.stderr
+
+
+def test_shipped_instance_runs_one_tenant_run_at_a_time(dagster_home):
+    from dagster import DagsterInstance
+    from dagster._core.instance.config import PoolGranularity
+
+    from pipelines.definitions import defs
+
+    with DagsterInstance.get() as instance:
+        pools = instance.get_concurrency_config().pool_config
+    graph = defs.resolve_asset_graph()
+
+    assert pools.pool_granularity == PoolGranularity.RUN
+    assert pools.default_pool_limit == 1
+    for key in graph.get_all_asset_keys():
+        assert graph.get(key).pools == {"qlik_tenant"}, key
