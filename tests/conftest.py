@@ -218,3 +218,12 @@ def webhook():
     server = WebhookServer()
     yield server
     server.stop()
+
+
+def baseline_then_changes(tenant, instance, *people):
+    """Run once for the baseline, add `people`, run again; return the added users."""
+    tenant.seed_users(30)
+    assert run_pipeline(instance).success
+    added = [tenant.add_user(name, email) for name, email in people]
+    assert run_pipeline(instance).success
+    return added

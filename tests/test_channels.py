@@ -5,20 +5,12 @@ import json
 import pytest
 
 from pipelines.sensors import AlertDeliveryError
-from tests.conftest import SensorDriver, run_pipeline
-
-
-def changes(tenant, instance, *people):
-    tenant.seed_users(20)
-    assert run_pipeline(instance).success
-    for name, email in people:
-        tenant.add_user(name, email)
-    assert run_pipeline(instance).success
+from tests.conftest import SensorDriver, baseline_then_changes
 
 
 def test_mail_down_webhook_up_each_gets_one(pipeline_env, tenant, instance, smtp_server, webhook):
     pipeline_env.setenv("QLIK_ALERT_URLS", f"{smtp_server.url} {webhook.url()}")
-    changes(tenant, instance, ("Wanda Webhook", "wanda@example.com"))
+    baseline_then_changes(tenant, instance, ("Wanda Webhook", "wanda@example.com"))
     driver = SensorDriver(instance)
     smtp_server.stop()
 
@@ -44,7 +36,7 @@ def test_failing_webhook_retried_until_it_takes_alert(
     webhook.mode = mode
     webhook.delay = 1.5
     pipeline_env.setenv("QLIK_ALERT_URLS", webhook.url(rto="0.5"))
-    changes(tenant, instance, ("Retry Rita", "rita@example.com"))
+    baseline_then_changes(tenant, instance, ("Retry Rita", "rita@example.com"))
     driver = SensorDriver(instance)
 
     with pytest.raises(AlertDeliveryError):
@@ -62,7 +54,7 @@ def test_backoff_delays_retries_of_failing_channel(pipeline_env, tenant, instanc
 
     webhook.mode = "500"
     pipeline_env.setenv("QLIK_ALERT_URLS", webhook.url())
-    changes(tenant, instance, ("Bea Backoff", "bea@example.com"))
+    baseline_then_changes(tenant, instance, ("Bea Backoff", "bea@example.com"))
     driver = SensorDriver(instance)
     driver.resources["alerts"] = AlertResource(retry_backoff_seconds=3600)
 
@@ -77,7 +69,7 @@ def test_backoff_delays_retries_of_failing_channel(pipeline_env, tenant, instanc
 
 def test_webhook_payload_keeps_hostile_names_literal(pipeline_env, tenant, instance, webhook):
     pipeline_env.setenv("QLIK_ALERT_URLS", webhook.url())
-    changes(
+    baseline_then_changes(
         tenant,
         instance,
         ("<img src=x onerror=alert(1)> <!channel>", "xss@example.com"),
@@ -96,7 +88,9 @@ def test_webhook_payload_keeps_hostile_names_literal(pipeline_env, tenant, insta
 
 def test_hostile_name_cannot_add_mail_header(pipeline_env, tenant, instance, smtp_server):
     pipeline_env.setenv("QLIK_ALERT_URLS", smtp_server.url)
-    changes(tenant, instance, ("Mallory\r\nBcc: victim@example.com", "mallory@example.com"))
+    baseline_then_changes(
+        tenant, instance, ("Mallory\r\nBcc: victim@example.com", "mallory@example.com")
+    )
 
     SensorDriver(instance).tick()
 

@@ -11,6 +11,19 @@ from dagster import AssetKey
 
 from tests.conftest import API_KEY, FAST_RETRIES, run_pipeline
 
+# The README's CLI path: materialize qlik_users and everything downstream of it.
+MATERIALIZE_COMMAND = [
+    sys.executable,
+    "-m",
+    "dagster",
+    "asset",
+    "materialize",
+    "-m",
+    "pipelines.definitions",
+    "--select",
+    "qlik_users*",
+]
+
 
 def latest_metadata(instance, key):
     event = instance.get_latest_materialization_event(AssetKey(key))
@@ -245,17 +258,7 @@ def test_data_dir_is_owner_only(pipeline_env, tenant, instance, data_dir):
 def test_two_runs_at_once_report_each_user_once(pipeline_env, tenant, dagster_home, data_dir):
     """Two CLI runs started together: the lock lets one compare, the other sees nothing new."""
     tenant.seed_users(150)
-    command = [
-        sys.executable,
-        "-m",
-        "dagster",
-        "asset",
-        "materialize",
-        "-m",
-        "pipelines.definitions",
-        "--select",
-        "qlik_users*",
-    ]
+    command = MATERIALIZE_COMMAND
     env = {**os.environ}
     assert subprocess.run(command, env=env, capture_output=True, timeout=180).returncode == 0
     added = {tenant.add_user(f"Racer {i}", f"racer{i}@example.com")["id"] for i in range(3)}
@@ -278,17 +281,7 @@ def test_cli_run_without_dagster_home_keeps_baseline(pipeline_env, tenant, tmp_p
     """A temporary instance would hide the run from the alert sensor, so nothing may move."""
     tenant.seed_users(20)
     env = {key: value for key, value in os.environ.items() if key != "DAGSTER_HOME"}
-    command = [
-        sys.executable,
-        "-m",
-        "dagster",
-        "asset",
-        "materialize",
-        "-m",
-        "pipelines.definitions",
-        "--select",
-        "qlik_users*",
-    ]
+    command = MATERIALIZE_COMMAND
 
     result = subprocess.run(
         command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180

@@ -4,16 +4,7 @@ import pytest
 from dagster import SkipReason
 
 from pipelines.sensors import AlertDeliveryError
-from tests.conftest import SensorDriver, run_pipeline
-
-
-def baseline_then_changes(tenant, instance, *people):
-    """Run once for the baseline, add `people`, run again; return the added users."""
-    tenant.seed_users(30)
-    assert run_pipeline(instance).success
-    added = [tenant.add_user(name, email) for name, email in people]
-    assert run_pipeline(instance).success
-    return added
+from tests.conftest import SensorDriver, baseline_then_changes, run_pipeline
 
 
 def test_sensor_skips_when_no_changes(pipeline_env, tenant, instance, data_dir):
