@@ -70,7 +70,7 @@ def compare_with_baseline(store: TenantStore, snapshot_path: Path) -> Comparison
             False,
         )
 
-    previous = store.read_baseline_snapshot(baseline)
+    previous = store.read_baseline_snapshot(baseline, columns=["id", "status"])
     new_users = find_new_users(current, previous)
     activated_users = find_activated_users(current, previous)
     note = (
