@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from pipelines.simulator import FAULT_KINDS, USER_STATUSES, SimulatedTenant
+from pipelines.simulator.ratelimit import TokenBucket, retry_after_header
 
 API_KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -416,6 +417,20 @@ def test_same_seed_gives_same_users():
 
     assert first == second
     assert [user["id"] for user in first] != [user["id"] for user in other]
+
+
+def test_bulk_seed_matches_seed_users():
+    """seed_users_bulk adds the users seed_users would add, with unique e-mail addresses."""
+    listed = SimulatedTenant(seed=5)
+    bulk = SimulatedTenant(seed=5)
+
+    listed.seed_users(3000)
+    count = bulk.seed_users_bulk(3000)
+
+    assert count == 3000
+    assert bulk.users() == listed.users()
+    emails = [user["email"] for user in bulk.users()]
+    assert len(set(emails)) == len(emails)
 
 
 def test_non_ascii_names_round_trip(client, tenant):
@@ -912,3 +927,168 @@ def test_cli_rejects_non_loopback_host():
 
     assert result.returncode == 2
     assert "loopback" in result.stderr
+
+
+# Rate limit
+
+
+@pytest.fixture
+def limited_tenant():
+    """A tenant that allows 3 requests at once, then 1 a minute, so no token refills in a test."""
+    with SimulatedTenant(
+        api_key=API_KEY, seed=7, rate_limit_per_minute=1, rate_limit_burst=3
+    ) as running:
+        running.seed_users(30)
+        yield running
+
+
+def test_rate_limit_answers_429_over_burst(limited_tenant):
+    """Past the burst, a request gets 429 with Retry-After and Qlik's error body."""
+    with httpx.Client(base_url=limited_tenant.url, headers=AUTH, **CLIENT_OPTIONS) as http:
+        statuses = [http.get(USERS).status_code for _ in range(3)]
+        limited = http.get(USERS)
+
+    assert statuses == [200, 200, 200]
+    assert limited.status_code == 429
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    assert limited.json()["errors"][0]["status"] == 429
+
+
+def test_rate_limit_logged_per_request(limited_tenant):
+    """The request log marks each rate-limited request and the tenant counts them."""
+    with httpx.Client(base_url=limited_tenant.url, headers=AUTH, **CLIENT_OPTIONS) as http:
+        for _ in range(5):
+            http.get(USERS)
+
+    entries = limited_tenant.requests
+    assert [entry["status"] for entry in entries] == [200, 200, 200, 429, 429]
+    assert [entry["rate_limited"] for entry in entries] == [False, False, False, True, True]
+    assert [entry["fault"] for entry in entries] == [None] * 5
+    assert limited_tenant.rate_limited_count == 2
+
+
+def test_rate_limit_skips_rejected_and_admin(limited_tenant):
+    """Requests without a valid key and /_simulator/ requests take no token."""
+    for _ in range(5):
+        assert http_get(f"{limited_tenant.url}{USERS}").status_code == 401
+    with httpx.Client(base_url=limited_tenant.url, headers=AUTH, **CLIENT_OPTIONS) as http:
+        for _ in range(5):
+            assert http.get("/_simulator/requests").status_code == 200
+        statuses = [http.get(USERS).status_code for _ in range(4)]
+
+    assert statuses == [200, 200, 200, 429]
+
+
+def test_rate_limit_fault_untouched(limited_tenant):
+    """A rate-limited request leaves pending faults for the next request that passes."""
+    limited_tenant.set_rate_limit(1, burst=1)
+    with httpx.Client(base_url=limited_tenant.url, headers=AUTH, **CLIENT_OPTIONS) as http:
+        assert http.get(USERS).status_code == 200
+        limited_tenant.inject_fault("503")
+        assert http.get(USERS).status_code == 429
+        limited_tenant.set_rate_limit(None)
+        assert http.get(USERS).status_code == 503
+
+
+def test_rate_limit_off_by_default(client, tenant):
+    """Without a limit, many quick requests all succeed."""
+    statuses = {client.get(USERS, params={"limit": 1}).status_code for _ in range(30)}
+
+    assert statuses == {200}
+    assert tenant.rate_limited_count == 0
+
+
+def test_token_bucket_refills_at_rate():
+    """The bucket allows `burst` at once, refills per_minute/60 tokens a second, up to burst."""
+    now = [100.0]
+    bucket = TokenBucket(60, 2, clock=lambda: now[0])
+
+    assert bucket.take() is None
+    assert bucket.take() is None
+    assert bucket.take() == pytest.approx(1.0)
+    now[0] += 0.5
+    assert bucket.take() == pytest.approx(0.5)
+    now[0] += 0.5
+    assert bucket.take() is None
+    now[0] += 100
+    assert bucket.take() is None
+    assert bucket.take() is None
+    assert bucket.take() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("wait", "header"), [(0.0, "1"), (0.2, "1"), (1.0, "1"), (1.01, "2"), (59.5, "60")]
+)
+def test_retry_after_rounds_up(wait, header):
+    """Retry-After is whole seconds, rounded up and at least 1."""
+    assert retry_after_header(wait) == header
+
+
+@pytest.mark.parametrize(
+    ("per_minute", "burst"),
+    [(0, 1), (-5, 1), (float("nan"), 1), (float("inf"), 1), ("600", 1), (600, 0), (600, 2.5)],
+)
+def test_invalid_rate_limit_is_rejected(per_minute, burst):
+    """A non-positive or non-numeric rate, or a burst below 1, raises ValueError."""
+    with pytest.raises(ValueError):
+        SimulatedTenant(rate_limit_per_minute=per_minute, rate_limit_burst=burst)
+
+
+@pytest.mark.parametrize("per_minute", [0, float("nan"), float("inf"), "600"])
+def test_invalid_rate_without_burst_is_rejected(per_minute):
+    """Without a burst, an invalid rate still raises ValueError, not another error."""
+    with pytest.raises(ValueError):
+        SimulatedTenant(rate_limit_per_minute=per_minute)
+
+
+def test_rate_limit_burst_defaults_to_rate(tenant):
+    """Without a burst, one minute of requests passes at once."""
+    tenant.set_rate_limit(2)
+    with httpx.Client(base_url=tenant.url, headers=AUTH, **CLIENT_OPTIONS) as http:
+        statuses = [http.get(USERS, params={"limit": 1}).status_code for _ in range(3)]
+
+    assert statuses == [200, 200, 429]
+
+
+def test_rate_limit_burst_needs_rate():
+    """A burst without a per-minute rate raises ValueError."""
+    with pytest.raises(ValueError, match="rate_limit_per_minute"):
+        SimulatedTenant(rate_limit_burst=10)
+
+
+def test_cli_rate_limit_options():
+    """--rate-limit-per-minute and --rate-limit-burst limit the CLI's tenant."""
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "pipelines.simulator",
+        "--port",
+        str(port),
+        "--api-key",
+        "cli-key",
+        "--rate-limit-per-minute",
+        "1",
+        "--rate-limit-burst",
+        "2",
+    ]
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], 10)
+        assert ready, "the CLI printed nothing within 10 seconds"
+        process.stdout.readline()
+
+        headers = {"Authorization": "Bearer cli-key"}
+        statuses = [
+            http_get(f"http://127.0.0.1:{port}{USERS}", headers=headers).status_code
+            for _ in range(3)
+        ]
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        process.stdout.close()
+        process.stderr.close()
+
+    assert statuses == [200, 200, 429]

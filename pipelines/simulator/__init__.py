@@ -28,6 +28,10 @@ Faults make listing responses misbehave for chosen pages, a given number of time
     "401", "403"       that status with Qlik's error body
     "partial"          no `next` link although more users follow
 
+An optional rate limit (`rate_limit_per_minute` and `rate_limit_burst`, or `set_rate_limit`)
+models Qlik's per-key limit with a token bucket: a request over it gets 429 with a `Retry-After`
+in whole seconds, and its request log entry has `rate_limited` set.
+
 The simulator also has its own HTTP API under /_simulator/ (see the admin module), which is not
 part of Qlik's API. It lets another process add, invite, activate and delete users, inject faults
 and read the request log. Requests to it need the same API key and are not logged.

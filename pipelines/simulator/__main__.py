@@ -38,6 +38,21 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--latency", type=float, default=0.0, help="seconds added to every API request"
     )
+    parser.add_argument(
+        "--rate-limit-per-minute",
+        type=float,
+        default=None,
+        metavar="REQUESTS",
+        help="respond 429 beyond this many API requests a minute (default: no limit)",
+    )
+    parser.add_argument(
+        "--rate-limit-burst",
+        type=int,
+        default=None,
+        metavar="REQUESTS",
+        help="API requests allowed at once before the per-minute rate applies "
+        "(default: the per-minute rate)",
+    )
     arguments = parser.parse_args(argv)
 
     try:
@@ -46,6 +61,14 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(str(error))
     if arguments.seed_users < 0:
         parser.error(f"--seed-users must be 0 or more, got {arguments.seed_users}")
+    per_minute = arguments.rate_limit_per_minute
+    if per_minute is not None and not 0 < per_minute < float("inf"):
+        parser.error(f"--rate-limit-per-minute must be a positive number, got {per_minute}")
+    if arguments.rate_limit_burst is not None:
+        if per_minute is None:
+            parser.error("--rate-limit-burst needs --rate-limit-per-minute")
+        if arguments.rate_limit_burst < 1:
+            parser.error(f"--rate-limit-burst must be 1 or more, got {arguments.rate_limit_burst}")
 
     return arguments
 
@@ -62,10 +85,15 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal_number, lambda number, frame: stop_requested.set())
 
     tenant = SimulatedTenant(
-        api_key=arguments.api_key, host=arguments.host, port=arguments.port, seed=arguments.seed
+        api_key=arguments.api_key,
+        host=arguments.host,
+        port=arguments.port,
+        seed=arguments.seed,
+        rate_limit_per_minute=arguments.rate_limit_per_minute,
+        rate_limit_burst=arguments.rate_limit_burst,
     )
     tenant.latency = arguments.latency
-    tenant.seed_users(arguments.seed_users, invited_share=arguments.invited_share)
+    tenant.seed_users_bulk(arguments.seed_users, invited_share=arguments.invited_share)
     try:
         tenant.start()
     except OSError as error:

@@ -20,6 +20,7 @@ from .listing import (
     render_user,
     select_page,
 )
+from .ratelimit import retry_after_header
 from .responses import ApiError, Response, error_response, json_response
 from .state import TenantState
 
@@ -128,9 +129,19 @@ class TenantRequestHandler(BaseHTTPRequestHandler):
         is_admin = url.path == admin.ADMIN_ROOT or url.path.startswith(admin.ADMIN_ROOT + "/")
         self._page_number: int | None = None
         self._fault_kind: str | None = None
+        rate_limited = False
 
         try:
             body = self._read_body()
+            if not is_admin and authorized and state.rate_limit is not None:
+                wait = state.rate_limit.take()
+                if wait is not None:
+                    rate_limited = True
+                    raise ApiError(
+                        429,
+                        f"Rate limit exceeded for the users API; retry after {wait:.1f} seconds",
+                        headers={"Retry-After": retry_after_header(wait)},
+                    )
             if is_admin:
                 response = admin.handle(
                     state,
@@ -161,6 +172,7 @@ class TenantRequestHandler(BaseHTTPRequestHandler):
                     "authorized": authorized,
                     "page": self._page_number,
                     "fault": self._fault_kind,
+                    "rate_limited": rate_limited,
                 }
             )
         self._send(response)

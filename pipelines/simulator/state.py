@@ -6,6 +6,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from .faults import FaultQueue
+from .ratelimit import TokenBucket
 from .store import UserStore
 
 
@@ -61,7 +62,7 @@ class LinkOrigins:
 
 @dataclass
 class TenantState:
-    """Users, faults, request log and settings of one simulated tenant."""
+    """Users, faults, request log, latency and rate limit of one simulated tenant."""
 
     api_key: str
     store: UserStore
@@ -69,6 +70,8 @@ class TenantState:
     request_log: RequestLog = field(default_factory=RequestLog)
     link_origins: LinkOrigins = field(default_factory=LinkOrigins)
     latency: float = 0.0
+    # None means unlimited.
+    rate_limit: TokenBucket | None = None
 
     def is_authorized(self, authorization: str | None) -> bool:
         """Return whether an Authorization header carries this tenant's key as a Bearer token."""

@@ -1,6 +1,7 @@
 """The users of the simulated tenant, shared by the test thread and the server threads."""
 
 import copy
+import itertools
 import threading
 from datetime import UTC, datetime
 
@@ -29,27 +30,39 @@ class UserStore:
 
         The others are mostly active, with a few disabled, provisioned and deleted users.
         """
+        with self._lock:
+            return [copy.deepcopy(user) for user in self._generate(count, invited_share)]
+
+    def seed_bulk(self, count: int, *, invited_share: float = 0.1) -> int:
+        """Add the same users as `seed` would, without returning copies; return the count.
+
+        For large tenants: copying every new user takes about as long as generating it.
+        """
+        with self._lock:
+            return len(self._generate(count, invited_share))
+
+    def _generate(self, count: int, invited_share: float) -> list[dict]:
         if count < 0:
             raise ValueError(f"count must be 0 or more, got {count}")
         if not 0.0 <= invited_share <= 1.0:
             raise ValueError(f"invited_share must be between 0 and 1, got {invited_share}")
 
-        with self._lock:
-            invited_positions = set(
-                self._factory.random.sample(range(count), round(count * invited_share))
-            )
-            statuses = list(OTHER_STATUS_WEIGHTS)
-            weights = list(OTHER_STATUS_WEIGHTS.values())
+        invited_positions = set(
+            self._factory.random.sample(range(count), round(count * invited_share))
+        )
+        statuses = list(OTHER_STATUS_WEIGHTS)
+        # Cumulative weights give the same draws as `weights` without summing them per user.
+        cumulative_weights = list(itertools.accumulate(OTHER_STATUS_WEIGHTS.values()))
 
-            added = []
-            for position in range(count):
-                if position in invited_positions:
-                    status = "invited"
-                else:
-                    status = self._factory.random.choices(statuses, weights)[0]
-                user = self._factory.generate(status)
-                self._insert(user)
-                added.append(copy.deepcopy(user))
+        added = []
+        for position in range(count):
+            if position in invited_positions:
+                status = "invited"
+            else:
+                status = self._factory.random.choices(statuses, cum_weights=cumulative_weights)[0]
+            user = self._factory.generate(status)
+            self._insert(user)
+            added.append(user)
 
         return added
 

@@ -1,10 +1,12 @@
 """SimulatedTenant, the Python API that tests use to run and steer the simulated tenant."""
 
 import logging
+import math
 import threading
 from types import TracebackType
 
 from .listing import render_user
+from .ratelimit import TokenBucket
 from .server import SimulatorServer, validate_loopback_host
 from .state import TenantState
 from .store import UserStore
@@ -25,13 +27,21 @@ class SimulatedTenant:
     """
 
     def __init__(
-        self, api_key: str = "sim-api-key", host: str = "127.0.0.1", port: int = 0, seed: int = 0
+        self,
+        api_key: str = "sim-api-key",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        seed: int = 0,
+        *,
+        rate_limit_per_minute: float | None = None,
+        rate_limit_burst: int | None = None,
     ) -> None:
         if not api_key:
             raise ValueError("api_key must not be empty")
         self.host = validate_loopback_host(host)
         self.port = port
         self._state = TenantState(api_key=api_key, store=UserStore(seed))
+        self.set_rate_limit(rate_limit_per_minute, rate_limit_burst)
         self._server: SimulatorServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -102,6 +112,34 @@ class SimulatedTenant:
             raise ValueError(f"latency must be 0 or more seconds, got {seconds}")
         self._state.latency = float(seconds)
 
+    def set_rate_limit(self, per_minute: float | None, burst: int | None = None) -> None:
+        """Limit authorized requests to Qlik's API paths, or remove the limit with None.
+
+        Up to `burst` requests (default: `per_minute`, at least 1) pass at once, then
+        `per_minute` requests a minute. A request over the limit gets 429 with `Retry-After` in
+        whole seconds, rounded up, and its request log entry has `rate_limited` set. Requests
+        without a valid key and requests to /_simulator/ are never limited. Setting a limit
+        starts with a full bucket.
+
+        Raises:
+            ValueError: `per_minute` is not a positive number or `burst` is below 1.
+        """
+        if per_minute is None:
+            if burst is not None:
+                raise ValueError("rate_limit_burst needs rate_limit_per_minute")
+            self._state.rate_limit = None
+            return
+
+        if burst is None:
+            finite = isinstance(per_minute, (int, float)) and math.isfinite(per_minute)
+            burst = max(1, math.floor(per_minute)) if finite else 1
+        self._state.rate_limit = TokenBucket(per_minute, burst)
+
+    @property
+    def rate_limited_count(self) -> int:
+        """Number of logged requests that the rate limit rejected with 429."""
+        return sum(1 for entry in self._state.request_log.entries() if entry["rate_limited"])
+
     def seed_users(self, count: int, *, invited_share: float = 0.1) -> list[dict]:
         """Add `count` generated users, `round(count * invited_share)` of them invited.
 
@@ -109,6 +147,14 @@ class SimulatedTenant:
         users depend only on the tenant's seed and on the calls made before.
         """
         return self._render(self._state.store.seed(count, invited_share=invited_share))
+
+    def seed_users_bulk(self, count: int, *, invited_share: float = 0.1) -> int:
+        """Add the same users as `seed_users` would, but return only their number.
+
+        Use it for large tenants: it skips copying and rendering the new users, which
+        roughly halves the time `seed_users` takes.
+        """
+        return self._state.store.seed_bulk(count, invited_share=invited_share)
 
     def add_user(self, name: str, email: str | None, status: str = "active", **fields) -> dict:
         """Add a user created now; `fields` set or replace other fields, such as `id` or `locale`.
@@ -177,6 +223,7 @@ class SimulatedTenant:
         - `authorized`: whether the API key was valid. The key itself is never stored.
         - `page`: the page number of a listing request, else None.
         - `fault`: the kind of the injected fault that fired, else None.
+        - `rate_limited`: whether the rate limit rejected the request with 429.
 
         Requests to /_simulator/ are not logged.
         """

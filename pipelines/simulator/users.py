@@ -137,6 +137,9 @@ class UserFactory:
             for name, kind, level in ROLE_DEFINITIONS
         ]
         self._email_local_parts: set[str] = set()
+        # Next numeric suffix to try for each local part, so that the 1,000th "anna.smith"
+        # does not test the 999 taken suffixes first. Every suffix below it is taken.
+        self._next_email_suffix: dict[str, int] = {}
 
     def generate(self, status: str) -> dict:
         """Build a seeded user with a made-up name, e-mail address and timestamps."""
@@ -201,11 +204,13 @@ class UserFactory:
         local_part = ".".join(word for word in words if word) or f"user.{user_id[-6:]}"
 
         candidate = local_part
-        suffix = 2
+        suffix = self._next_email_suffix.get(local_part, 2)
         while candidate in self._email_local_parts:
             candidate = f"{local_part}{suffix}"
             suffix += 1
         self._email_local_parts.add(candidate)
+        if candidate != local_part:
+            self._next_email_suffix[local_part] = suffix
 
         return f"{candidate}@{EMAIL_DOMAIN}"
 
