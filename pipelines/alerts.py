@@ -19,9 +19,7 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-import apprise
 import pyarrow as pa
-from apprise.utils.parse import parse_urls
 
 from pipelines.snapshots import make_private_dirs, write_atomically
 
@@ -144,6 +142,8 @@ class AlertChannel:
 
     @classmethod
     def from_url(cls, url: str) -> AlertChannel:
+        import apprise
+
         scheme = url.split("://", 1)[0] if "://" in url else url[:10]
         authority = url.split("://", 1)[-1].split("/", 1)[0].split("?", 1)[0]
         if authority.count("@") > 1:
@@ -174,6 +174,9 @@ def parse_alert_channels(text: str | None) -> list[AlertChannel]:
     if text is None or not text.strip():
         return []
     channels = {}
+    # apprise loads its plugins on import: imported here, runs that send no alert skip it.
+    from apprise.utils.parse import parse_urls
+
     for url in parse_urls(text):
         channel = AlertChannel.from_url(url)
         channels[channel.id] = channel
@@ -386,6 +389,8 @@ def _redacted_logs(url: str):
 
 
 def _notify(channel: AlertChannel, alert: Alert) -> tuple[bool, str]:
+    import apprise
+
     messages = []
 
     def keep_log(entry, _plugin=None):

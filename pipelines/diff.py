@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -16,8 +17,7 @@ def find_new_users(current: pa.Table, baseline: pa.Table) -> pa.Table:
 
     Ids are compared exactly: ids that differ only in case or whitespace are different users.
     """
-    known = pc.is_in(current["id"], value_set=baseline["id"], skip_nulls=True)
-    return current.filter(pc.invert(known))
+    return _rows_joined(current, baseline.select(["id"]), "left anti")
 
 
 def find_activated_users(current: pa.Table, baseline: pa.Table) -> pa.Table:
@@ -26,10 +26,20 @@ def find_activated_users(current: pa.Table, baseline: pa.Table) -> pa.Table:
     This is the moment an invitee accepts: the management console moves them from
     "Pending invites" to the active users.
     """
-    invited_ids = baseline.filter(pc.equal(baseline["status"], "invited"))["id"]
-    now_active = pc.equal(current["status"], "active")
-    was_invited = pc.is_in(current["id"], value_set=invited_ids, skip_nulls=True)
-    return current.filter(pc.and_(now_active, was_invited))
+    invited = baseline.filter(pc.equal(baseline["status"], "invited")).select(["id"])
+    now_active = current.filter(pc.equal(current["status"], "active"))
+    return _rows_joined(now_active, invited, "left semi")
+
+
+def _rows_joined(table: pa.Table, ids: pa.Table, join_type: str) -> pa.Table:
+    """Return the rows of `table`, in their order, whose id passes a `join_type` join with `ids`.
+
+    Acero's hash join uses every core, where `pc.is_in` hashes the ids on one thread. It
+    cannot carry list columns such as `roles`, so it joins row numbers and `take` does the rest.
+    """
+    keyed = pa.table({"id": table["id"], "row": np.arange(table.num_rows, dtype=np.int64)})
+    rows = keyed.join(ids, keys="id", join_type=join_type)["row"]
+    return table.take(pc.take(rows, pc.sort_indices(rows)))
 
 
 @dataclass(frozen=True)

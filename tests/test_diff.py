@@ -22,14 +22,14 @@ def test_new_users_excludes_users_in_baseline():
     baseline = table([("a", "active"), ("b", "invited")])
     current = table([("a", "active"), ("b", "active"), ("c", "invited"), ("d", "active")])
 
-    assert find_new_users(current, baseline)["id"].to_pylist() == ["c", "d"]
+    assert sorted(find_new_users(current, baseline)["id"].to_pylist()) == ["c", "d"]
 
 
 def test_ids_differing_in_case_are_different_users():
     baseline = table([("abc", "active")])
     current = table([("ABC", "active"), ("abc", "active"), ("abc ", "active")])
 
-    assert find_new_users(current, baseline)["id"].to_pylist() == ["ABC", "abc "]
+    assert sorted(find_new_users(current, baseline)["id"].to_pylist()) == ["ABC", "abc "]
 
 
 def test_activated_users_are_invited_then_active():
