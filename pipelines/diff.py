@@ -27,17 +27,21 @@ def find_activated_users(current: pa.Table, baseline: pa.Table) -> pa.Table:
     "Pending invites" to the active users.
     """
     invited = baseline.filter(pc.equal(baseline["status"], "invited")).select(["id"])
-    now_active = current.filter(pc.equal(current["status"], "active"))
-    return _rows_joined(now_active, invited, "left semi")
+    return _rows_joined(current, invited, "left semi", only_status="active")
 
 
-def _rows_joined(table: pa.Table, ids: pa.Table, join_type: str) -> pa.Table:
+def _rows_joined(
+    table: pa.Table, ids: pa.Table, join_type: str, only_status: str | None = None
+) -> pa.Table:
     """Return the rows of `table`, in their order, whose id passes a `join_type` join with `ids`.
 
     Acero's hash join uses every core, where `pc.is_in` hashes the ids on one thread. It
-    cannot carry list columns such as `roles`, so it joins row numbers and `take` does the rest.
+    cannot carry list columns such as `roles`, so it joins a narrow table of ids and row
+    numbers, and `take` copies only the matching rows of the wide one.
     """
     keyed = pa.table({"id": table["id"], "row": np.arange(table.num_rows, dtype=np.int64)})
+    if only_status is not None:
+        keyed = keyed.filter(pc.equal(table["status"], only_status))
     rows = keyed.join(ids, keys="id", join_type=join_type)["row"]
     return table.take(pc.take(rows, pc.sort_indices(rows)))
 
