@@ -297,12 +297,12 @@ def _targets_section(results: dict) -> list[str]:
             "  Why: two costs that the floor and dlt do not have. On its first page, "
             "SnapshotWriter's `pa.array(list)` makes pyarrow import pandas, which no module of "
             f"pipelines/ uses; with pandas made unimportable ours takes {_seconds(no_pandas)} "
-            f"({no_pandas / floor:.3f}x the floor). Then, after each response, ours checks the "
-            "body, converts the page to Arrow and writes one Parquet row group before it sends "
-            f"the next request: about {per_page_ms:.1f} ms a page here. Doing that in a second "
-            f"thread while the next page is requested, without pandas, takes "
-            f"{_seconds(proposed)}: {proposed / floor:.3f}x the floor and {proposed / dlt:.3f}x "
-            "dlt."
+            f"({no_pandas / floor:.3f}x the floor). Then, after each response, ours parses and "
+            "checks the body and the ids before it sends the next request, while the Arrow "
+            f"conversion runs on SnapshotWriter's thread: about {per_page_ms:.1f} ms a page "
+            "here in all, and both threads share one interpreter lock. The what-if that also "
+            f"writes in a second thread, without pandas, takes {_seconds(proposed)}: "
+            f"{proposed / floor:.3f}x the floor and {proposed / dlt:.3f}x dlt."
         )
     lines.append(
         f"- Exactly {pages} requests and no retries: "
@@ -321,8 +321,8 @@ def _targets_section(results: dict) -> list[str]:
             f"{_verdict(peak < MEMORY_TARGET_MB)}, {_mb(peak)} ({_mb(smallest['peak_rss_mb'])} "
             f"at {smallest['users']:,}, {_mb(largest['peak_rss_mb'])} at "
             f"{largest['users']:,}). What grows with the tenant: SnapshotWriter's dict of every "
-            "id (to detect duplicates) and the Parquet footer, which holds one row group's "
-            "metadata per 100-user page until the file is closed. pandas, imported by pyarrow "
+            "id (to detect duplicates) and the buffered row group of up to 65,536 users. pandas, "
+            "imported by pyarrow "
             f"but unused, adds {peak - target_row['no_pandas_peak_rss_mb']:.0f} MB."
         )
     else:
