@@ -298,9 +298,9 @@ def _targets_section(results: dict) -> list[str]:
             "SnapshotWriter's `pa.array(list)` makes pyarrow import pandas, which no module of "
             f"pipelines/ uses; with pandas made unimportable ours takes {_seconds(no_pandas)} "
             f"({no_pandas / floor:.3f}x the floor). Then, after each response, ours parses and "
-            "checks the body and the ids before it sends the next request, while the Arrow "
-            f"conversion runs on SnapshotWriter's thread: about {per_page_ms:.1f} ms a page "
-            "here in all, and both threads share one interpreter lock. The what-if that also "
+            "checks the body and the ids before it sends the next request. The Arrow conversion "
+            f"runs on SnapshotWriter's thread meanwhile, about {per_page_ms:.1f} ms a page here "
+            "in all, and both threads share one interpreter lock. The what-if that also "
             f"writes in a second thread, without pandas, takes {_seconds(proposed)}: "
             f"{proposed / floor:.3f}x the floor and {proposed / dlt:.3f}x dlt."
         )

@@ -243,7 +243,7 @@ class AlertQueue:
         return self.alerts_dir / "outbox.txt"
 
     def has(self, run_id: str) -> bool:
-        """Whether the alert of `run_id` is already waiting or delivered."""
+        """Return whether the alert of `run_id` is already waiting or delivered."""
         _check_run_id(run_id)
         return (self.pending_dir / f"{run_id}.json").exists() or (
             self.sent_dir / f"{run_id}.json"

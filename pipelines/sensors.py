@@ -27,7 +27,7 @@ class AlertDeliveryError(Exception):
 
 
 def tenant_display_name(metadata) -> str:
-    """Return the tenant's host, and port if set, as the admin sees it in the address bar."""
+    """Return the tenant's host, and port if set, as in the browser's address bar."""
     url = metadata.get("tenant_url")
     if url is None:
         return str(metadata["tenant"].value)

@@ -341,7 +341,7 @@ class TenantStore:
         return deleted
 
     def _alert_outstanding(self, changes_dir: Path) -> bool:
-        """Whether a run found changes whose alert has not been delivered everywhere yet."""
+        """Return whether a run found changes whose alert is not yet delivered everywhere."""
         if (self.alerts_dir / "sent" / f"{changes_dir.name}.json").exists():
             return False
         if (self.alerts_dir / "pending" / f"{changes_dir.name}.json").exists():
@@ -449,7 +449,8 @@ def _parse_timestamps(values: list, field: str) -> pa.Array:
     )
 
 
-# Up to 9999-12-31, the last second a Python datetime can hold, so previews never overflow.
+# 9999-12-31 23:59:59, the last second a Python datetime can hold: values past it are
+# stored as null, so previews never overflow.
 _MAX_UNIX_SECONDS = 253402300799
 
 

@@ -166,7 +166,7 @@ def wait_for(condition, timeout=10.0, interval=0.05):
 class WebhookServer:
     """An HTTP server on 127.0.0.1 that records the JSON posted to it by apprise's json://.
 
-    `mode` decides the answer: "ok" (200), "429", "500", or "slow" (waits `delay` seconds).
+    `mode` sets the response: "ok" (200), "429", "500", or "slow" (waits `delay` seconds).
     """
 
     def __init__(self):

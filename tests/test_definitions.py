@@ -133,7 +133,7 @@ def test_invalid_owner_names_variable():
     assert "QLIK_USERS_OWNERS has 'bi'" in result.stderr
 
 
-def test_shipped_instance_runs_one_tenant_run_at_a_time(dagster_home):
+def test_instance_limits_tenant_pool(dagster_home):
     from dagster import DagsterInstance
     from dagster._core.instance.config import PoolGranularity
 

@@ -256,7 +256,7 @@ def test_data_dir_is_owner_only(pipeline_env, tenant, instance, data_dir):
 
 
 def test_two_runs_at_once_report_each_user_once(pipeline_env, tenant, dagster_home, data_dir):
-    """Two CLI runs started together: the lock lets one compare, the other sees nothing new."""
+    """Two CLI runs started together: the lock lets one compare, the other finds nothing new."""
     tenant.seed_users(150)
     command = MATERIALIZE_COMMAND
     env = {**os.environ}

@@ -230,7 +230,7 @@ class QlikClient:
 
     Retries 429 (waiting for the `Retry-After` time), 5xx, transport errors and mangled bodies, with
     exponential backoff and jitter, at most `max_attempts` times per page and `retry_timeout`
-    seconds per page. Fails at once on 401, 403 and other 4xx answers.
+    seconds per page. Fails at once on 401, 403 and other 4xx responses.
     """
 
     def __init__(
@@ -325,7 +325,7 @@ class QlikClient:
             if next_url is None:
                 return
             # Each empty page's next link carries a new cursor, so the visited set cannot catch
-            # a tenant that keeps answering `data: []`; bound those pages instead.
+            # a tenant that keeps returning `data: []`, so those pages are bounded instead.
             empty_in_a_row = 0 if page.users else empty_in_a_row + 1
             if empty_in_a_row >= self.max_attempts:
                 raise QlikPaginationError(

@@ -14,7 +14,7 @@ class QlikConfigError(QlikError):
 
 
 class QlikAPIError(QlikError):
-    """The users API answered with an error or with a body that is not a users page.
+    """An error response of the users API, or a body that is not a users page.
 
     Attributes:
         status_code: HTTP status of the last response, or None for transport errors.
